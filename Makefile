@@ -1,0 +1,52 @@
+# Every target installs what it needs: on a fresh machine `make fit` and `make test` just work.
+VENV ?= .venv
+PYTHON ?= python3
+PY := $(VENV)/bin/python
+MYPT := $(VENV)/bin/mypt
+# the CPU wheel on this project's machines; on a GPU box pip picks the CUDA build of the same release
+TORCH_VERSION ?= 2.13.0
+CONFIG ?= configs/dante.yaml
+SHARED_DATA ?= ../shared/data
+
+.PHONY: install test fit tensorboard bench bench-gpu stress lint clean data
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q torch==$(TORCH_VERSION) || $(PY) -m pip install -q 'torch>=2.4,<3'
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+
+# Example texts: copied from ../shared/data when it is there; otherwise `mypt fit` downloads the
+# config's url.
+data:
+	@mkdir -p data
+	@for f in divina_commedia.txt tinyshakespeare.txt; do \
+	  if [ ! -f data/$$f ] && [ -f $(SHARED_DATA)/$$f ]; then cp $(SHARED_DATA)/$$f data/$$f; fi; \
+	done
+
+test: install
+	$(PY) -m pytest
+
+fit: install data
+	$(MYPT) fit --config $(CONFIG)
+
+tensorboard: install
+	$(VENV)/bin/tensorboard --logdir logs --bind_all
+
+bench: install data
+	$(PY) benchmarks/run.py
+
+bench-gpu: install data
+	$(PY) benchmarks/run.py --gpu
+
+stress: install
+	$(PY) -m pytest -m stress -p no:cacheprovider -q -o addopts=""
+
+lint: install
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff format --check src tests benchmarks
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache src/*.egg-info

@@ -1,0 +1,5 @@
+import sys
+
+from mypt.cli import main
+
+sys.exit(main())

@@ -1,0 +1,403 @@
+"""The checkpoint bundle: the one place that knows its file names, JSON schemas, atomic writes and
+safe loads.
+
+    checkpoints/<model_name>/
+        model.pt             the GPT's state_dict (plain tensors)
+        config.json          architecture, fixed once the model is created
+        tokenizer.json       {"token_kind": "char", "chars": [...]} or {"token_kind": "gpt2"}
+        training_state.json  step, optimizer_file, training_config, history, lineage, data, seed
+        optimizer.pt         optimizer, loop and RNG state for an exact resume (tensors and plain containers)
+        manifest.json        size and sha256 of every file above, written last
+
+A bundle is written into a temporary folder beside the old one, fsynced, then swapped in by rename,
+so a process killed at any instant leaves a bundle whose files all come from the same step. If a
+kill lands between the two renames of the swap, the next reader finds the complete copy and puts it
+back in place.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import re
+import shutil
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mypt.errors import MyptError
+from mypt.model import GPT, GPTConfig
+from mypt.tokenizer import Tokenizer, tokenizer_from_dict
+
+FORMAT_VERSION = 1
+MODEL_FILE = "model.pt"
+CONFIG_FILE = "config.json"
+TOKENIZER_FILE = "tokenizer.json"
+TRAINING_STATE_FILE = "training_state.json"
+OPTIMIZER_FILE = "optimizer.pt"
+MANIFEST_FILE = "manifest.json"
+BUNDLE_FILES = (MODEL_FILE, CONFIG_FILE, TOKENIZER_FILE, TRAINING_STATE_FILE, OPTIMIZER_FILE)
+
+# config.json holds exactly these keys, as in the design note
+CONFIG_KEYS = ("batch_size", "block_size", "vocab_size", "n_embd", "n_head", "n_layer", "dropout", "bias", "device")
+DEFAULT_ROOT = "checkpoints"
+_MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+
+
+# ---------------------------------------------------------------------------------------- paths
+
+
+def validate_model_name(name: str) -> str:
+    if not isinstance(name, str) or not _MODEL_NAME.match(name) or ".." in name:
+        raise MyptError(
+            f"invalid model name {name!r}: use letters, digits, '_', '-' and '.', with no path separators"
+        )
+    return name
+
+
+def bundle_path(model_name: str, root: str | os.PathLike = DEFAULT_ROOT) -> Path:
+    return Path(root) / validate_model_name(model_name)
+
+
+def resolve_bundle(name_or_path: str | os.PathLike, root: str | os.PathLike = DEFAULT_ROOT) -> Path:
+    """A bundle folder from a path, or from a bare model name looked up under `root`.
+
+    Raises MyptError unless the folder holds at least config.json; repairs a swap cut short by a kill.
+    """
+    text = str(name_or_path)
+    candidates = [Path(text)]
+    if os.sep not in text and "/" not in text:
+        candidates.append(Path(root) / text)
+    for path in candidates:
+        _recover_interrupted_swap(path)
+        if path.is_dir():
+            if not (path / CONFIG_FILE).is_file():
+                raise MyptError(f"{path} is not a mypt bundle: {CONFIG_FILE} is missing")
+            return path
+    if Path(text).exists():
+        raise MyptError(f"{text} is not a bundle folder")
+    raise MyptError(f"no bundle at {text}" + (f" (nor {candidates[-1]})" if len(candidates) > 1 else ""))
+
+
+def is_bundle(path: str | os.PathLike) -> bool:
+    path = Path(path)
+    _recover_interrupted_swap(path)
+    return path.is_dir() and (path / CONFIG_FILE).is_file()
+
+
+def _siblings(path: Path, kind: str) -> list[Path]:
+    parent = path.parent
+    if not parent.is_dir():
+        return []
+    prefix = f".{path.name}.{kind}-"
+    return [p for p in parent.iterdir() if p.name.startswith(prefix) and p.is_dir()]
+
+
+def _recover_interrupted_swap(path: Path) -> None:
+    """A kill between `rename(old, aside)` and `rename(new, final)` leaves no bundle at `path` but
+    complete copies beside it: put the newest complete one back."""
+    if path.exists():
+        return
+    complete = []
+    for candidate in _siblings(path, "new") + _siblings(path, "old"):
+        try:
+            manifest = _read_manifest(candidate)
+            _verify(candidate, manifest, check_hash=False)
+        except MyptError:
+            continue
+        complete.append((manifest.get("step", -1), candidate.name.startswith(f".{path.name}.new-"), candidate))
+    if not complete:
+        return
+    complete.sort(key=lambda item: (item[0], item[1]))
+    best = complete[-1][2]
+    try:
+        os.rename(best, path)
+        print(f"mypt: recovered bundle {path} from an interrupted save ({best.name})", file=sys.stderr)
+    except OSError:
+        pass
+
+
+# ---------------------------------------------------------------------------------------- writing
+
+
+class _HashingWriter(io.RawIOBase):
+    """A write-only file that hashes what passes through, so the manifest costs no second read."""
+
+    def __init__(self, f) -> None:
+        self.f = f
+        self.sha = hashlib.sha256()
+        self.size = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b) -> int:
+        self.sha.update(b)
+        self.size += len(b)
+        return self.f.write(b)
+
+
+def _write_file(path: Path, payload: Any) -> dict:
+    """Write a JSON-able dict (.json) or a torch object (.pt); fsync; return its manifest entry."""
+    with open(path, "wb") as f:
+        writer = _HashingWriter(f)
+        if path.suffix == ".json":
+            writer.write((json.dumps(payload, indent=2, default=_json_default) + "\n").encode())
+        else:
+            torch.save(payload, writer)
+        f.flush()
+        os.fsync(f.fileno())
+    return {"size": writer.size, "sha256": writer.sha.hexdigest()}
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (tuple, set)):
+        return list(value)
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        return value.item()
+    return str(value)
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_bundle(
+    path: str | os.PathLike,
+    *,
+    model_state: dict[str, torch.Tensor],
+    config: dict,
+    tokenizer: dict,
+    training_state: dict,
+    optimizer_state: dict | None,
+) -> Path:
+    """Write a complete bundle at `path`, atomically replacing any bundle already there."""
+    path = Path(path)
+    parent = path.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise MyptError(f"cannot create checkpoint folder {parent}: {e.strerror}") from None
+    token = uuid.uuid4().hex[:8]
+    tmp = parent / f".{path.name}.new-{token}"
+    aside = parent / f".{path.name}.old-{token}"
+    try:
+        tmp.mkdir()
+        files = {}
+        files[CONFIG_FILE] = _write_file(tmp / CONFIG_FILE, config)
+        files[TOKENIZER_FILE] = _write_file(tmp / TOKENIZER_FILE, tokenizer)
+        files[MODEL_FILE] = _write_file(tmp / MODEL_FILE, model_state)
+        if optimizer_state is not None:
+            files[OPTIMIZER_FILE] = _write_file(tmp / OPTIMIZER_FILE, optimizer_state)
+        files[TRAINING_STATE_FILE] = _write_file(tmp / TRAINING_STATE_FILE, training_state)
+        manifest = {"format_version": FORMAT_VERSION, "step": training_state.get("step"), "files": files}
+        _write_file(tmp / MANIFEST_FILE, manifest)
+        _fsync_dir(tmp)
+        if path.exists():
+            os.rename(path, aside)
+        os.rename(tmp, path)
+        _fsync_dir(parent)
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if aside.exists() and not path.exists():
+            os.rename(aside, path)
+        raise MyptError(f"could not save bundle to {path}: {e.strerror or e}; the previous bundle is intact") from None
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    shutil.rmtree(aside, ignore_errors=True)
+    # leftovers of earlier saves that were killed half-way
+    for stale in _siblings(path, "new") + _siblings(path, "old"):
+        shutil.rmtree(stale, ignore_errors=True)
+    return path
+
+
+# ---------------------------------------------------------------------------------------- reading
+
+
+def _read_manifest(path: Path) -> dict:
+    file = path / MANIFEST_FILE
+    if not file.is_file():
+        raise MyptError(f"{path}: {MANIFEST_FILE} is missing (an incomplete save?)")
+    return read_json(file)
+
+
+def _verify(path: Path, manifest: dict, check_hash: bool, names: tuple[str, ...] | None = None) -> None:
+    entries = manifest.get("files")
+    if not isinstance(entries, dict):
+        raise MyptError(f"{path / MANIFEST_FILE}: no file list")
+    for name, entry in entries.items():
+        if names is not None and name not in names:
+            continue
+        file = path / name
+        if not file.is_file():
+            raise MyptError(f"{file} is missing")
+        size = file.stat().st_size
+        if size != entry.get("size"):
+            raise MyptError(f"{file} is {size} bytes but the manifest says {entry.get('size')}: truncated or replaced")
+        if check_hash and _sha256_file(file) != entry.get("sha256"):
+            raise MyptError(f"{file} does not match its sha256 in {MANIFEST_FILE}: the file is corrupt")
+
+
+def _sha256_file(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def verify_bundle(path: Path, check_hash: bool = True, names: tuple[str, ...] | None = None) -> None:
+    """Check files against manifest.json. A bundle with no manifest (written by hand, or by an older
+    tool following the design note) is accepted as it is."""
+    if (path / MANIFEST_FILE).is_file():
+        _verify(path, _read_manifest(path), check_hash, names)
+
+
+def read_json(file: Path) -> dict:
+    try:
+        with open(file, encoding="utf-8") as f:
+            data = json.load(f)
+    except FileNotFoundError:
+        raise MyptError(f"{file} is missing") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise MyptError(f"{file} is not valid JSON: {e}") from None
+    except OSError as e:
+        raise MyptError(f"cannot read {file}: {e.strerror}") from None
+    if not isinstance(data, dict):
+        raise MyptError(f"{file} must hold a JSON object")
+    return data
+
+
+def load_torch_file(file: Path, map_location: str | torch.device = "cpu") -> Any:
+    """torch.load with weights_only=True: tensors and plain containers, never arbitrary code."""
+    if not file.is_file():
+        raise MyptError(f"{file} is missing")
+    if file.stat().st_size == 0:
+        raise MyptError(f"{file} is empty")
+    try:
+        return torch.load(file, map_location=map_location, weights_only=True)
+    except Exception as e:  # UnpicklingError for a pickle that would run code; RuntimeError when truncated
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if "weights_only" in str(e) or "Unsupported global" in str(e):
+            reason = "it holds objects other than tensors (refused: loading it could run code)"
+        raise MyptError(f"{file} cannot be loaded: {reason}") from None
+
+
+def load_config(path: Path) -> dict:
+    config = read_json(path / CONFIG_FILE)
+    missing = [k for k in CONFIG_KEYS if k not in config and k != "device"]
+    if missing:
+        raise MyptError(f"{path / CONFIG_FILE} lacks {', '.join(missing)}")
+    return config
+
+
+def gpt_config(config: dict, file: Path | None = None) -> GPTConfig:
+    try:
+        return GPTConfig.from_dict(config)
+    except (ValueError, TypeError) as e:
+        raise MyptError(f"{file or CONFIG_FILE}: {e}") from None
+
+
+def load_tokenizer(path: Path, config: dict | None = None) -> Tokenizer:
+    tokenizer = tokenizer_from_dict(read_json(path / TOKENIZER_FILE))
+    if config is not None and tokenizer.vocab_size > config["vocab_size"]:
+        raise MyptError(
+            f"{path / TOKENIZER_FILE} has {tokenizer.vocab_size} tokens but config.json says "
+            f"vocab_size {config['vocab_size']}"
+        )
+    return tokenizer
+
+
+def load_training_state(path: Path) -> dict:
+    file = path / TRAINING_STATE_FILE
+    return read_json(file) if file.exists() else {}
+
+
+def load_model_state(path: Path, map_location: str | torch.device = "cpu", verify: bool = True) -> dict:
+    if verify:
+        verify_bundle(path, check_hash=True, names=(MODEL_FILE,))
+    state = load_torch_file(path / MODEL_FILE, map_location)
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise MyptError(f"{path / MODEL_FILE} is not a state_dict of tensors")
+    return state
+
+
+def load_optimizer_state(path: Path, map_location: str | torch.device = "cpu") -> dict:
+    verify_bundle(path, check_hash=True, names=(OPTIMIZER_FILE,))
+    state = load_torch_file(path / OPTIMIZER_FILE, map_location)
+    if not isinstance(state, dict):
+        raise MyptError(f"{path / OPTIMIZER_FILE} does not hold a dictionary")
+    return state
+
+
+def build_model(path: Path, config: dict, map_location: str | torch.device = "cpu") -> GPT:
+    """The GPT with the bundle's weights, checked against config.json."""
+    model = GPT(gpt_config(config, path / CONFIG_FILE))
+    state = load_model_state(path, map_location)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        detail = " ".join(str(e).split())
+        raise MyptError(f"{path / MODEL_FILE} does not match {CONFIG_FILE}: {detail[:300]}") from None
+    return model
+
+
+def load_model(
+    name_or_path: str | os.PathLike, device: str = "cpu", root: str | os.PathLike = DEFAULT_ROOT
+) -> tuple[GPT, Tokenizer, dict]:
+    """(model in eval mode on `device`, tokenizer, config) from a bundle, wherever it was trained."""
+    path = resolve_bundle(name_or_path, root)
+    config = load_config(path)
+    tokenizer = load_tokenizer(path, config)
+    model = build_model(path, config, map_location=device).to(device)
+    model.eval()
+    return model, tokenizer, config
+
+
+def file_sizes(path: Path) -> dict[str, int]:
+    return {p.name: p.stat().st_size for p in sorted(path.iterdir()) if p.is_file()}
+
+
+def get_model_info(name_or_path: str | os.PathLike, root: str | os.PathLike = DEFAULT_ROOT) -> dict:
+    """Everything a person wants to know about a bundle, from its JSON files alone (fast for any size):
+    `config`, `tokenizer`, `training_state`, `files` (name -> bytes), `path`, `num_params`."""
+    path = resolve_bundle(name_or_path, root)
+    config = load_config(path)
+    tokenizer = read_json(path / TOKENIZER_FILE)
+    summary = {"token_kind": tokenizer.get("token_kind")}
+    if "chars" in tokenizer:
+        summary["vocab_size"] = len(tokenizer["chars"])
+    return {
+        "name": path.name,
+        "path": str(path),
+        "config": config,
+        "tokenizer": summary,
+        "training_state": load_training_state(path),
+        "files": file_sizes(path),
+        "num_params": count_params(gpt_config(config, path / CONFIG_FILE)),
+    }
+
+
+def count_params(config: GPTConfig) -> int:
+    """Parameters of a GPT with this config, by arithmetic (no weights read); tied embeddings counted
+    once, position embeddings excluded, as GPT.num_params()."""
+    d, v, L = config.n_embd, config.vocab_size, config.n_layer
+    bias = config.bias
+    ln = d * (2 if bias else 1)
+    attn = d * 3 * d + (3 * d if bias else 0) + d * d + (d if bias else 0)
+    mlp = d * 4 * d + (4 * d if bias else 0) + 4 * d * d + (d if bias else 0)
+    return v * d + L * (2 * ln + attn + mlp) + ln

@@ -1,0 +1,225 @@
+"""Lightning's checkpoint, split into the bundle a person can read.
+
+`BundleCheckpointIO` is the plugin that turns Lightning's one checkpoint dict into the bundle's files
+and back, so `trainer.save_checkpoint(...)` and `trainer.fit(ckpt_path=...)` keep using Lightning's
+own save/restore machinery (loops, optimizer, callbacks). `BundleCheckpoint` is the callback that
+decides when to save and adds what the bundle records beyond Lightning's state: config.json,
+tokenizer.json, the readable training_state.json and the RNG states an exact resume needs.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from lightning.fabric.plugins import CheckpointIO
+from lightning.pytorch.callbacks import Callback
+
+from mypt import bundle
+from mypt.errors import MyptError
+
+# hyperparameters of the model that are architecture (config.json), not training settings
+ARCHITECTURE_KEYS = ("block_size", "vocab_size", "n_layer", "n_head", "n_embd", "dropout", "bias")
+# Lightning checkpoint entries that the bundle keeps as JSON, or not at all
+_NOT_IN_OPTIMIZER_FILE = (
+    "state_dict", "mypt", "hyper_parameters", "hparams_name", "datamodule_hyper_parameters",
+    "datamodule_hparams_name",
+)  # fmt: skip
+
+
+class BundleCheckpointIO(CheckpointIO):
+    """Saves a Lightning checkpoint as a bundle folder and loads one back."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
+        parts = checkpoint["mypt"]
+        model_state = {k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items()}
+        resume_state = {k: v for k, v in checkpoint.items() if k not in _NOT_IN_OPTIMIZER_FILE}
+        bundle.write_bundle(
+            path,
+            model_state=model_state,
+            config=parts["config"],
+            tokenizer=parts["tokenizer"],
+            training_state=parts["training_state"],
+            optimizer_state=resume_state,
+        )
+
+    def load_checkpoint(self, path, map_location: Any | None = None, weights_only: bool | None = None) -> dict:
+        path = bundle.resolve_bundle(path)
+        if not (path / bundle.OPTIMIZER_FILE).is_file():
+            raise MyptError(
+                f"{path / bundle.OPTIMIZER_FILE} is missing, so training cannot resume exactly; "
+                f"to start a new run from these weights use --model.init_from {path}"
+            )
+        config = bundle.load_config(path)
+        checkpoint = bundle.load_optimizer_state(path, map_location or "cpu")
+        model_state = bundle.build_model(path, config).state_dict()  # checks shapes against config.json
+        checkpoint["state_dict"] = {f"model.{k}": v for k, v in model_state.items()}
+        checkpoint["mypt"] = {
+            "config": config,
+            "tokenizer": bundle.read_json(path / bundle.TOKENIZER_FILE),
+            "training_state": bundle.load_training_state(path),
+        }
+        return checkpoint
+
+    def remove_checkpoint(self, path) -> None:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def capture_rng() -> dict:
+    """RNG states as tensors and plain containers (safe for weights_only loading)."""
+    np_state = np.random.get_state()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
+                  "has_gauss": int(np_state[3]), "cached_gaussian": float(np_state[4])},
+        "python": random.getstate(),
+    }  # fmt: skip
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(state: dict) -> None:
+    torch.set_rng_state(state["torch"].cpu())
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"]))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+class BundleCheckpoint(Callback):
+    def __init__(self, dirpath: str | os.PathLike, command_line: list[str] | None = None) -> None:
+        """Writes the bundle at every validation and at the end of training.
+
+        Args:
+            dirpath: The bundle folder, ``checkpoints/<model_name>``.
+            command_line: The arguments this run was started with, recorded in the run's history.
+        """
+        self.dirpath = Path(dirpath)
+        self.command_line = list(command_line) if command_line is not None else list(sys.argv[1:])
+        self.saved: dict | None = None  # the bundle this run resumed from (its JSON parts)
+        self.start_step = 0
+        self.started_at = _now()
+        self.last_saved_step: int | None = None
+        self.last_val_loss: float | None = None
+
+    # -- Lightning state --------------------------------------------------------------------
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if not isinstance(trainer.strategy.checkpoint_io, BundleCheckpointIO):
+            trainer.strategy.checkpoint_io = BundleCheckpointIO()
+
+    def state_dict(self) -> dict:
+        return {"rng": capture_rng()}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        if "rng" in state_dict:
+            restore_rng(state_dict["rng"])
+
+    def on_load_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
+        self.saved = checkpoint.get("mypt")
+        self.start_step = int(checkpoint.get("global_step", 0))
+        self.last_saved_step = self.start_step
+
+    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
+        checkpoint["mypt"] = self.bundle_parts(trainer, pl_module)
+
+    # -- when to save -----------------------------------------------------------------------
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking or trainer.state.fn != "fit":
+            return
+        loss = trainer.callback_metrics.get("val/loss")
+        if loss is not None:
+            self.last_val_loss = float(loss)
+        self.save(trainer)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.last_saved_step != trainer.global_step:
+            self.save(trainer)
+
+    def save(self, trainer: pl.Trainer) -> None:
+        trainer.save_checkpoint(self.dirpath, weights_only=False)
+        self.last_saved_step = trainer.global_step
+
+    # -- what the bundle records ------------------------------------------------------------
+
+    def bundle_parts(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict:
+        dm = trainer.datamodule
+        hparams = dict(pl_module.hparams)
+        if self.saved is not None:
+            config = self.saved["config"]  # written when the model was created, never changed after
+        else:
+            config = {"batch_size": dm.batch_size, **{k: hparams[k] for k in ARCHITECTURE_KEYS}}
+            config["device"] = pl_module.device.type
+            config = {k: config[k] for k in bundle.CONFIG_KEYS}
+        previous = (self.saved or {}).get("training_state", {})
+        history = list(previous.get("history", []))
+        training_config = {
+            "max_iters": trainer.max_steps,
+            "eval_interval": trainer.val_check_interval,
+            "eval_iters": trainer.limit_val_batches,
+            "learning_rate": hparams["learning_rate"],
+            "start_step": self.start_step,
+        }
+        settings = {
+            "model": {k: v for k, v in hparams.items() if k not in ARCHITECTURE_KEYS and k != "init_from" and not k.startswith("_")},
+            "trainer": {
+                "max_steps": trainer.max_steps,
+                "val_check_interval": trainer.val_check_interval,
+                "limit_val_batches": trainer.limit_val_batches,
+                "gradient_clip_val": trainer.gradient_clip_val,
+                "accumulate_grad_batches": trainer.accumulate_grad_batches,
+                "precision": str(trainer.precision),
+            },
+        }
+        data = dm.settings()
+        history.append(
+            {
+                "run": len(history) + 1,
+                "start_step": self.start_step,
+                "end_step": trainer.global_step,
+                "started_at": self.started_at,
+                "ended_at": _now(),
+                "settings": {**training_config, **settings["model"], **settings["trainer"], "data": data},
+                "overrides": self.command_line,
+                "val_loss": self.last_val_loss,
+                "device": pl_module.device.type,
+                "world_size": trainer.world_size,
+            }
+        )
+        init_from = previous.get("init_from")
+        if init_from is None and hparams.get("init_from"):
+            parent = bundle.resolve_bundle(hparams["init_from"])
+            init_from = {"path": str(parent), "step": bundle.load_training_state(parent).get("step")}
+        training_state = {
+            "step": trainer.global_step,
+            "optimizer_file": bundle.OPTIMIZER_FILE,
+            "training_config": training_config,
+            "format_version": bundle.FORMAT_VERSION,
+            "model_name": self.dirpath.name,
+            "val_loss": self.last_val_loss,
+            "seed": int(os.environ.get("PL_GLOBAL_SEED", data["seed"])),
+            "data": data,
+            "init_from": init_from,
+            "settings": settings,
+            "lr_schedule": pl_module.lr_segments,
+            "history": history,
+            "created_at": previous.get("created_at", self.started_at),
+            "updated_at": _now(),
+        }
+        return {"config": config, "tokenizer": dm.tokenizer.to_dict(), "training_state": training_state}

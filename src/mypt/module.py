@@ -1,0 +1,187 @@
+"""The LightningModule: training hooks around the plain GPT."""
+
+from __future__ import annotations
+
+import inspect
+import time
+
+import lightning.pytorch as pl
+import torch
+
+from mypt.bundle import build_model, load_config, resolve_bundle
+from mypt.errors import MyptError
+from mypt.model import GPT, GPTConfig
+from mypt.schedule import continue_schedule, lr_at, new_schedule
+
+# bf16 dense peak FLOP/s per device, for MFU; devices not listed log no MFU
+PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12, "A10": 125e12, "4090": 165e12}
+
+
+def device_peak_flops(device: torch.device) -> float | None:
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((flops for key, flops in PEAK_FLOPS.items() if key in name), None)
+
+
+class GPTModule(pl.LightningModule):
+    def __init__(
+        self,
+        n_layer: int = 6,
+        n_head: int = 6,
+        n_embd: int = 384,
+        block_size: int = 256,
+        vocab_size: int = 65,
+        dropout: float = 0.0,
+        bias: bool = False,
+        learning_rate: float = 1e-3,
+        min_lr_ratio: float = 0.1,
+        warmup_steps: int = 100,
+        weight_decay: float = 0.1,
+        beta1: float = 0.9,
+        beta2: float = 0.99,
+        optimizer_impl: str = "auto",
+        compile: bool = False,
+        init_from: str | None = None,
+    ) -> None:
+        """A GPT and how to train it.
+
+        Args:
+            n_layer: Transformer blocks.
+            n_head: Attention heads per block.
+            n_embd: Embedding width (a multiple of n_head).
+            block_size: Context length in tokens.
+            vocab_size: Vocabulary size (linked from the data's tokenizer).
+            dropout: Dropout probability, in [0, 1).
+            bias: Bias in Linear and LayerNorm layers.
+            learning_rate: Peak learning rate (AdamW).
+            min_lr_ratio: Floor of the cosine decay, as a fraction of learning_rate.
+            warmup_steps: Linear warm-up steps of a new model.
+            weight_decay: AdamW weight decay, applied to matrices only.
+            beta1: AdamW beta1.
+            beta2: AdamW beta2.
+            optimizer_impl: AdamW kernels: ``auto``, ``fused``, ``foreach`` or ``for-loop``.
+            compile: Compile the model with torch.compile.
+            init_from: A bundle to fine-tune from: its weights and tokenizer start this new model.
+        """
+        super().__init__()
+        self.save_hyperparameters()
+        try:
+            self.config = GPTConfig(
+                block_size=block_size, vocab_size=vocab_size, n_layer=n_layer, n_head=n_head,
+                n_embd=n_embd, dropout=dropout, bias=bias,
+            )  # fmt: skip
+        except ValueError as e:
+            raise MyptError(str(e)) from None
+        for name in ("learning_rate", "weight_decay", "beta1", "beta2", "min_lr_ratio", "warmup_steps"):
+            if getattr(self.hparams, name) < 0:
+                raise MyptError(f"{name} must not be negative, got {getattr(self.hparams, name)}")
+        if optimizer_impl not in ("auto", "fused", "foreach", "for-loop"):
+            raise MyptError(f"optimizer_impl must be auto, fused, foreach or for-loop, got {optimizer_impl!r}")
+        self.model = GPT(self.config)
+        if init_from:
+            parent = resolve_bundle(init_from)
+            self.model.load_state_dict(build_model(parent, load_config(parent)).state_dict())
+        self.lr_segments: list[dict] | None = None  # the LR schedule; see mypt.schedule
+        self._peak_flops: float | None = None
+        self._timer: tuple[float, int] | None = None
+
+    def configure_model(self) -> None:
+        if self.hparams.compile:
+            self.model.compile()
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
+        return self.model(idx, targets)
+
+    # -- steps ------------------------------------------------------------------------------
+
+    def _loss(self, batch) -> torch.Tensor:
+        x, y = batch
+        _, loss = self.model(x, y)
+        return loss
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        lr = self.lr_at(self.global_step)
+        for group in self.optimizers().param_groups:
+            group["lr"] = lr
+        loss = self._loss(batch)
+        self.log("train/loss", loss, prog_bar=True)
+        self.log("lr", lr)
+        return loss
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        self.log("val/loss", self._loss(batch), prog_bar=True, sync_dist=True)
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        self.log("test/loss", self._loss(batch), sync_dist=True)
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        """Throughput (and MFU on a known GPU) over the steps since the last logged step."""
+        step = self.global_step
+        if step % self.trainer.log_every_n_steps != 0:
+            return
+        now = time.perf_counter()
+        if self._timer is not None and step > self._timer[1]:
+            x, _ = batch
+            tokens = (step - self._timer[1]) * x.numel() * self.trainer.accumulate_grad_batches
+            tokens *= self.trainer.world_size
+            tokens_per_sec = tokens / (now - self._timer[0])
+            self.log("tokens_per_sec", tokens_per_sec, prog_bar=True)
+            if self._peak_flops:
+                mfu = self.model.flops_per_token() * tokens_per_sec / (self._peak_flops * self.trainer.world_size)
+                self.log("mfu", mfu)
+        self._timer = (now, step)
+
+    # -- optimizer and schedule -------------------------------------------------------------
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        """AdamW with weight decay on matrices (dim >= 2) only, as in nanoGPT."""
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        groups = [
+            {"params": [p for p in params if p.dim() >= 2], "weight_decay": self.hparams.weight_decay},
+            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+        ]
+        kwargs = {}
+        impl = self.hparams.optimizer_impl
+        if impl == "auto":
+            impl = "fused" if self.device.type == "cuda" else "foreach"
+        if impl == "fused" and "fused" in inspect.signature(torch.optim.AdamW).parameters:
+            kwargs["fused"] = True
+        elif impl in ("foreach", "for-loop"):
+            kwargs["foreach"] = impl == "foreach"
+        return torch.optim.AdamW(
+            groups, lr=self.hparams.learning_rate, betas=(self.hparams.beta1, self.hparams.beta2), **kwargs
+        )
+
+    def lr_at(self, step: int) -> float:
+        if self.lr_segments is None:
+            self.lr_segments = new_schedule(
+                self.trainer.max_steps,
+                self.hparams.learning_rate,
+                self.hparams.min_lr_ratio,
+                self.hparams.warmup_steps,
+            )
+        return lr_at(step, self.lr_segments)
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """Resume: the schedule continues, or starts a new segment if learning_rate/max_steps changed."""
+        saved = checkpoint.get("mypt", {}).get("training_state", {})
+        self.lr_segments = continue_schedule(
+            saved.get("lr_schedule"),
+            checkpoint.get("global_step", saved.get("step", 0)),
+            self.trainer.max_steps,
+            self.hparams.learning_rate,
+            self.hparams.min_lr_ratio,
+        )
+
+    def on_train_start(self) -> None:
+        """Settings given for this run win over those restored with the optimizer state."""
+        if self.trainer.max_steps is None or self.trainer.max_steps < 0:
+            raise MyptError("set --trainer.max_steps: the learning-rate schedule needs a last step")
+        self._peak_flops = device_peak_flops(self.device)
+        matrices, _others = self.optimizers().param_groups  # as built in configure_optimizers
+        matrices["weight_decay"] = self.hparams.weight_decay
+        for group in self.optimizers().param_groups:
+            group["betas"] = (self.hparams.beta1, self.hparams.beta2)
+            group["lr"] = self.lr_at(self.global_step)
+

