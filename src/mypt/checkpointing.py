@@ -12,6 +12,8 @@ from __future__ import annotations
 import os
 import random
 import shutil
+import signal
+import threading
 import sys
 import time
 from pathlib import Path
@@ -116,6 +118,8 @@ class BundleCheckpoint(Callback):
         self.started_at = _now()
         self.last_saved_step: int | None = None
         self.last_val_loss: float | None = None
+        self.stop_signal: int | None = None  # set when SIGINT/SIGTERM asked the run to stop
+        self._previous_handlers: dict[int, Any] = {}
 
     # -- Lightning state --------------------------------------------------------------------
 
@@ -140,6 +144,25 @@ class BundleCheckpoint(Callback):
 
     # -- when to save -----------------------------------------------------------------------
 
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """SIGINT (Ctrl-C) and SIGTERM (a cluster's notice before preemption) stop the run at the
+        next step boundary; on_train_end then saves the bundle for that step."""
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            self._previous_handlers[signum] = signal.signal(signum, self._request_stop)
+
+    def _request_stop(self, signum: int, frame: Any) -> None:
+        if self.stop_signal is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl-C: stop now
+        self.stop_signal = signum
+        print(f"\nmypt: {signal.Signals(signum).name} received: stopping after this step", file=sys.stderr)
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
+        if self.stop_signal is not None:
+            trainer.should_stop = True
+
+
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking or trainer.state.fn != "fit":
             return
@@ -149,6 +172,9 @@ class BundleCheckpoint(Callback):
         self.save(trainer)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        for signum, handler in self._previous_handlers.items():
+            signal.signal(signum, handler)
+        self._previous_handlers.clear()
         if self.last_saved_step != trainer.global_step:
             self.save(trainer)
 

@@ -42,6 +42,12 @@ def _windows(tokens: np.ndarray, starts: np.ndarray, block_size: int) -> tuple[t
     return batch[:, :-1].contiguous(), batch[:, 1:].contiguous()
 
 
+def _private_generator() -> torch.Generator:
+    """A DataLoader draws a base seed when it starts iterating; from its own generator that draw
+    leaves the global torch RNG (dropout's) untouched, which an exact resume depends on."""
+    return torch.Generator().manual_seed(0)
+
+
 class RandomWindows(IterableDataset):
     """Endless training batches of random windows. Batch number n depends only on (seed, rank, n), so
     a resumed run draws exactly the batches an uninterrupted run would have drawn, and each
@@ -221,7 +227,7 @@ class TextDataModule(pl.LightningDataModule):
             # resume: continue the batch stream where the saved run stopped
             self._train.start_batch = trainer.global_step * trainer.accumulate_grad_batches
             self._train.rank = trainer.global_rank
-        return DataLoader(self._train, batch_size=None)
+        return DataLoader(self._train, batch_size=None, generator=_private_generator())
 
     def val_dataloader(self) -> DataLoader:
         windows = max(1, len(self.val_tokens) // (self.batch_size * self.block_size))
@@ -229,7 +235,9 @@ class TextDataModule(pl.LightningDataModule):
         if self.trainer is not None and isinstance(self.trainer.limit_val_batches, int):
             n_batches = self.trainer.limit_val_batches  # eval_iters: the same fixed windows each time
         return DataLoader(
-            FixedWindows(self.val_tokens, self.batch_size, self.block_size, self.seed, n_batches), batch_size=None
+            FixedWindows(self.val_tokens, self.batch_size, self.block_size, self.seed, n_batches),
+            batch_size=None,
+            generator=_private_generator(),
         )
 
     def test_dataloader(self) -> DataLoader:

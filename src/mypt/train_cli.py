@@ -8,6 +8,7 @@ run, because the weights cannot take it.
 from __future__ import annotations
 
 import shutil
+import signal
 import sys
 import time
 from pathlib import Path
@@ -189,6 +190,17 @@ class MyptCLI(LightningCLI):
     def before_fit(self) -> None:
         if self.resume_from is not None:
             print(resume_report(self.resume_from, self.saved_state, self.config["fit"]))
+
+    def after_fit(self) -> None:
+        saver = next(c for c in self.trainer.callbacks if isinstance(c, BundleCheckpoint))
+        if saver.stop_signal is not None:
+            name = signal.Signals(saver.stop_signal).name
+            print(
+                f"mypt: stopped by {name} at step {self.trainer.global_step}; bundle saved to {saver.dirpath}; "
+                f"continue with: mypt fit --ckpt_path {saver.dirpath}",
+                file=sys.stderr,
+            )
+            raise SystemExit(128 + saver.stop_signal)
 
 
 def _architecture_defaults(config: dict, keys: tuple[str, ...]) -> dict[str, Any]:

@@ -1,0 +1,146 @@
+"""Resume through the `mypt` entry point: overrides win, the architecture is protected, resume is exact."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import TINY
+
+from mypt import bundle
+
+
+def _state(name: str = "tiny") -> dict:
+    return json.loads(Path(f"checkpoints/{name}/training_state.json").read_text())
+
+
+def _fit(mypt, text_file, *extra: str, name: str = "tiny"):
+    return mypt("fit", *TINY, "--data.input_file", text_file, "--model_name", name, *extra)
+
+
+def test_resume_with_new_max_steps_and_learning_rate(mypt, text_file, monkeypatch):
+    r = _fit(mypt, text_file, "--trainer.max_steps", "20", "--model.learning_rate", "3e-4")
+    assert r.code == 0, r
+    before = _state()
+    assert before["step"] == 20
+    assert before["training_config"] == {
+        "max_iters": 20, "eval_interval": 10, "eval_iters": 2, "learning_rate": 0.0003, "start_step": 0,
+    }  # fmt: skip
+
+    seen_lrs: list[float] = []
+    from mypt.module import GPTModule
+
+    original = GPTModule.on_train_start
+
+    def spy(self):
+        original(self)
+        seen_lrs.extend(g["lr"] for g in self.optimizers().param_groups)
+
+    monkeypatch.setattr(GPTModule, "on_train_start", spy)
+    r = mypt("fit", "--ckpt_path", "checkpoints/tiny", "--trainer.max_steps", "40", "--model.learning_rate", "1e-4")
+    assert r.code == 0, r
+    assert "model.learning_rate  0.0003 -> 0.0001" in r.out
+    assert "trainer.max_steps    20 -> 40" in r.out
+    assert "next step's learning rate: 0.0001" in r.out
+    assert seen_lrs == [pytest.approx(1e-4)] * 2  # the restored optimizer really uses the new LR
+
+    after = _state()
+    assert after["step"] == 40
+    assert after["training_config"]["max_iters"] == 40
+    assert after["training_config"]["learning_rate"] == 0.0001
+    assert after["training_config"]["start_step"] == 20
+    assert after["training_config"]["eval_interval"] == 10  # kept from the saved run
+    assert [(h["start_step"], h["end_step"]) for h in after["history"]] == [(0, 20), (20, 40)]
+    assert after["history"][1]["overrides"][-4:] == ["--trainer.max_steps", "40", "--model.learning_rate", "1e-4"]
+    assert after["data"]["input_file"] == str(text_file)  # data settings came from the bundle
+
+
+def test_rerunning_a_config_resumes_instead_of_overwriting(mypt, text_file, tmp_path):
+    config = tmp_path / "tiny.yaml"
+    config.write_text(f"model_name: tiny\ndata:\n  input_file: {text_file}\ntrainer:\n  max_steps: 10\n")
+    assert mypt("fit", "--config", config, *TINY).code == 0
+    weights = bundle.load_model_state(Path("checkpoints/tiny"))
+    r = mypt("fit", "--config", config, *TINY, "--trainer.max_steps", "20")
+    assert r.code == 0, r
+    assert "already holds a model: resuming it" in r.out
+    assert _state()["training_config"]["start_step"] == 10
+    r = mypt("fit", "--config", config, *TINY, "--trainer.max_steps", "20", "--restart", "true")
+    assert r.code == 0, r
+    assert _state()["training_config"]["start_step"] == 0
+    kept = [p for p in Path("checkpoints").iterdir() if p.name.startswith("tiny.replaced-")]
+    assert len(kept) == 1 and _state(kept[0].name)["step"] == 20  # the old model was kept, not lost
+    assert set(weights) == set(bundle.load_model_state(Path("checkpoints/tiny")))
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "key"),
+    [("--model.n_layer", "3", "n_layer"), ("--model.n_embd", "64", "n_embd"), ("--model.dropout", "0.1", "dropout"),
+     ("--data.batch_size", "8", "batch_size"), ("--model.block_size", "32", "block_size"),
+     ("--model.bias", "true", "bias"), ("--model.n_head", "4", "n_head")],
+)  # fmt: skip
+def test_architecture_override_is_refused(mypt, text_file, flag, value, key):
+    assert _fit(mypt, text_file, "--trainer.max_steps", "10").code == 0
+    before = Path("checkpoints/tiny/model.pt").read_bytes()
+    r = mypt("fit", "--ckpt_path", "checkpoints/tiny", "--trainer.max_steps", "20", flag, value)
+    assert r.code != 0
+    lines = r.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("mypt: error: "), r
+    assert key in lines[0] and value in lines[0].lower() and "init_from" in lines[0]
+    assert Path("checkpoints/tiny/model.pt").read_bytes() == before
+
+
+def test_fine_tune_records_lineage(mypt, text_file):
+    assert _fit(mypt, text_file, "--trainer.max_steps", "10", name="base").code == 0
+    r = mypt(
+        "fit", "--model.init_from", "checkpoints/base", "--model_name", "child", "--data.input_file", text_file,
+        "--model.dropout", "0.1", "--trainer.max_steps", "10", "--trainer.val_check_interval", "5",
+        "--trainer.limit_val_batches", "2", "--trainer.enable_progress_bar", "false",
+    )  # fmt: skip
+    assert r.code == 0, r
+    child = _state("child")
+    assert child["init_from"] == {"path": "checkpoints/base", "step": 10}
+    assert child["training_config"]["start_step"] == 0
+    config = json.loads(Path("checkpoints/child/config.json").read_text())
+    assert config["dropout"] == 0.1 and config["n_embd"] == 32  # architecture from the parent
+    assert json.loads(Path("checkpoints/child/tokenizer.json").read_text()) == json.loads(
+        Path("checkpoints/base/tokenizer.json").read_text()
+    )
+    r = mypt("fit", "--model.init_from", "checkpoints/base", "--model_name", "child2", "--data.input_file",
+             text_file, "--model.n_embd", "64", "--trainer.max_steps", "10")  # fmt: skip
+    assert r.code != 0 and "n_embd" in r.err
+
+
+def test_exact_resume_matches_an_uninterrupted_run(mypt, text_file, monkeypatch):
+    """0 -> 2N in one run equals 0 -> N, then resume -> 2N: same loss at every step, equal weights."""
+    losses: dict[str, dict[int, float]] = {}
+    interrupt_at: dict[str, int] = {"halves": 15}
+    from mypt.module import GPTModule
+
+    original = GPTModule.training_step
+
+    def record(self, batch, batch_idx):
+        loss = original(self, batch, batch_idx)
+        name = self.logger.name
+        losses.setdefault(name, {})[self.global_step] = loss.item()
+        if interrupt_at.get(name) == self.global_step:
+            del interrupt_at[name]
+            os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C: stop after this step, bundle saved
+        return loss
+
+    monkeypatch.setattr(GPTModule, "training_step", record)
+    common = ("--model.dropout", "0.1", "--trainer.max_steps", "30")  # dropout: the RNG must be restored too
+    assert _fit(mypt, text_file, *common, name="whole").code == 0
+    r = _fit(mypt, text_file, *common, name="halves")
+    assert r.code == 128 + signal.SIGINT and "stopped by SIGINT at step 16" in r.err, r
+    assert _state("halves")["step"] == 16
+    r = mypt("fit", "--ckpt_path", "checkpoints/halves")
+    assert r.code == 0, r
+    assert "settings unchanged" in r.out
+    assert losses["halves"] == losses["whole"]
+    a = bundle.load_model_state(Path("checkpoints/whole"))
+    b = bundle.load_model_state(Path("checkpoints/halves"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
