@@ -41,7 +41,9 @@ def test_resume_with_new_max_steps_and_learning_rate(mypt, text_file, monkeypatc
         seen_lrs.extend(g["lr"] for g in self.optimizers().param_groups)
 
     monkeypatch.setattr(GPTModule, "on_train_start", spy)
-    r = mypt("fit", "--ckpt_path", "checkpoints/tiny", "--trainer.max_steps", "40", "--model.learning_rate", "1e-4")
+    r = mypt(
+        "fit", "--ckpt_path", "checkpoints/tiny", "--trainer.max_steps", "40", "--model.learning_rate", "1e-4"
+    )
     assert r.code == 0, r
     assert "model.learning_rate  0.0003 -> 0.0001" in r.out
     assert "trainer.max_steps    20 -> 40" in r.out
@@ -55,7 +57,12 @@ def test_resume_with_new_max_steps_and_learning_rate(mypt, text_file, monkeypatc
     assert after["training_config"]["start_step"] == 20
     assert after["training_config"]["eval_interval"] == 10  # kept from the saved run
     assert [(h["start_step"], h["end_step"]) for h in after["history"]] == [(0, 20), (20, 40)]
-    assert after["history"][1]["overrides"][-4:] == ["--trainer.max_steps", "40", "--model.learning_rate", "1e-4"]
+    assert after["history"][1]["overrides"][-4:] == [
+        "--trainer.max_steps",
+        "40",
+        "--model.learning_rate",
+        "1e-4",
+    ]
     assert after["data"]["input_file"] == str(text_file)  # data settings came from the bundle
 
 

@@ -44,7 +44,17 @@ MANIFEST_FILE = "manifest.json"
 BUNDLE_FILES = (MODEL_FILE, CONFIG_FILE, TOKENIZER_FILE, TRAINING_STATE_FILE, OPTIMIZER_FILE)
 
 # config.json holds exactly these keys, as in the design note
-CONFIG_KEYS = ("batch_size", "block_size", "vocab_size", "n_embd", "n_head", "n_layer", "dropout", "bias", "device")
+CONFIG_KEYS = (
+    "batch_size",
+    "block_size",
+    "vocab_size",
+    "n_embd",
+    "n_head",
+    "n_layer",
+    "dropout",
+    "bias",
+    "device",
+)
 DEFAULT_ROOT = "checkpoints"
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 
@@ -110,7 +120,9 @@ def _recover_interrupted_swap(path: Path) -> None:
             _verify(candidate, manifest, check_hash=False)
         except MyptError:
             continue
-        complete.append((manifest.get("step", -1), candidate.name.startswith(f".{path.name}.new-"), candidate))
+        complete.append(
+            (manifest.get("step", -1), candidate.name.startswith(f".{path.name}.new-"), candidate)
+        )
     if not complete:
         return
     complete.sort(key=lambda item: (item[0], item[1]))
@@ -217,7 +229,9 @@ def write_bundle(
         shutil.rmtree(tmp, ignore_errors=True)
         if aside.exists() and not path.exists():
             os.rename(aside, path)
-        raise MyptError(f"could not save bundle to {path}: {e.strerror or e}; the previous bundle is intact") from None
+        raise MyptError(
+            f"could not save bundle to {path}: {e.strerror or e}; the previous bundle is intact"
+        ) from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -250,7 +264,9 @@ def _verify(path: Path, manifest: dict, check_hash: bool, names: tuple[str, ...]
             raise MyptError(f"{file} is missing")
         size = file.stat().st_size
         if size != entry.get("size"):
-            raise MyptError(f"{file} is {size} bytes but the manifest says {entry.get('size')}: truncated or replaced")
+            raise MyptError(
+                f"{file} is {size} bytes but the manifest says {entry.get('size')}: truncated or replaced"
+            )
         if check_hash and _sha256_file(file) != entry.get("sha256"):
             raise MyptError(f"{file} does not match its sha256 in {MANIFEST_FILE}: the file is corrupt")
 

@@ -13,8 +13,8 @@ import os
 import random
 import shutil
 import signal
-import threading
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -53,7 +53,9 @@ class BundleCheckpointIO(CheckpointIO):
             optimizer_state=resume_state,
         )
 
-    def load_checkpoint(self, path, map_location: Any | None = None, weights_only: bool | None = None) -> dict:
+    def load_checkpoint(
+        self, path, map_location: Any | None = None, weights_only: bool | None = None
+    ) -> dict:
         path = bundle.resolve_bundle(path)
         if not (path / bundle.OPTIMIZER_FILE).is_file():
             raise MyptError(
@@ -92,7 +94,9 @@ def capture_rng() -> dict:
 def restore_rng(state: dict) -> None:
     torch.set_rng_state(state["torch"].cpu())
     n = state["numpy"]
-    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"]))
+    np.random.set_state(
+        ("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"])
+    )
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
     if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
@@ -134,12 +138,16 @@ class BundleCheckpoint(Callback):
         if "rng" in state_dict:
             restore_rng(state_dict["rng"])
 
-    def on_load_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
+    def on_load_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict
+    ) -> None:
         self.saved = checkpoint.get("mypt")
         self.start_step = int(checkpoint.get("global_step", 0))
         self.last_saved_step = self.start_step
 
-    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
+    def on_save_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict
+    ) -> None:
         checkpoint["mypt"] = self.bundle_parts(trainer, pl_module)
 
     # -- when to save -----------------------------------------------------------------------
@@ -161,7 +169,6 @@ class BundleCheckpoint(Callback):
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
         if self.stop_signal is not None:
             trainer.should_stop = True
-
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking or trainer.state.fn != "fit":
@@ -203,7 +210,11 @@ class BundleCheckpoint(Callback):
             "start_step": self.start_step,
         }
         settings = {
-            "model": {k: v for k, v in hparams.items() if k not in ARCHITECTURE_KEYS and k != "init_from" and not k.startswith("_")},
+            "model": {
+                k: v
+                for k, v in hparams.items()
+                if k not in ARCHITECTURE_KEYS and k != "init_from" and not k.startswith("_")
+            },
             "trainer": {
                 "max_steps": trainer.max_steps,
                 "val_check_interval": trainer.val_check_interval,

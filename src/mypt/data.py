@@ -72,7 +72,9 @@ class FixedWindows(Dataset):
 
     STREAM = 2**31 - 1
 
-    def __init__(self, tokens: np.ndarray, batch_size: int, block_size: int, seed: int, n_batches: int) -> None:
+    def __init__(
+        self, tokens: np.ndarray, batch_size: int, block_size: int, seed: int, n_batches: int
+    ) -> None:
         self.tokens, self.batch_size, self.block_size, self.seed = tokens, batch_size, block_size, seed
         self.n_batches = n_batches
 

@@ -77,7 +77,9 @@ class GPTModule(pl.LightningModule):
             if getattr(self.hparams, name) < 0:
                 raise MyptError(f"{name} must not be negative, got {getattr(self.hparams, name)}")
         if optimizer_impl not in ("auto", "fused", "foreach", "for-loop"):
-            raise MyptError(f"optimizer_impl must be auto, fused, foreach or for-loop, got {optimizer_impl!r}")
+            raise MyptError(
+                f"optimizer_impl must be auto, fused, foreach or for-loop, got {optimizer_impl!r}"
+            )
         self.model = GPT(self.config)
         if init_from:
             parent = resolve_bundle(init_from)
@@ -128,7 +130,11 @@ class GPTModule(pl.LightningModule):
             tokens_per_sec = tokens / (now - self._timer[0])
             self.log("tokens_per_sec", tokens_per_sec, prog_bar=True)
             if self._peak_flops:
-                mfu = self.model.flops_per_token() * tokens_per_sec / (self._peak_flops * self.trainer.world_size)
+                mfu = (
+                    self.model.flops_per_token()
+                    * tokens_per_sec
+                    / (self._peak_flops * self.trainer.world_size)
+                )
                 self.log("mfu", mfu)
         self._timer = (now, step)
 
@@ -184,4 +190,3 @@ class GPTModule(pl.LightningModule):
         for group in self.optimizers().param_groups:
             group["betas"] = (self.hparams.beta1, self.hparams.beta2)
             group["lr"] = self.lr_at(self.global_step)
-

@@ -35,7 +35,9 @@ def format_info(info: dict) -> str:
             lines.append(f"Seed: {state['seed']}")
         parent = state.get("init_from")
         lines.append(
-            f"Lineage: fine-tuned from {parent['path']} at step {parent['step']}" if parent else "Lineage: trained from scratch"
+            f"Lineage: fine-tuned from {parent['path']} at step {parent['step']}"
+            if parent
+            else "Lineage: trained from scratch"
         )
         history = state.get("history", [])
         if history:

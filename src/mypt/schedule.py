@@ -52,9 +52,7 @@ def lr_at(step: int, segments: list[dict]) -> float:
     return seg["min_lr"] + coeff * (seg["start_lr"] - seg["min_lr"])
 
 
-def new_schedule(
-    max_steps: int, learning_rate: float, min_lr_ratio: float, warmup_steps: int
-) -> list[dict]:
+def new_schedule(max_steps: int, learning_rate: float, min_lr_ratio: float, warmup_steps: int) -> list[dict]:
     return [
         make_segment(0, max_steps, learning_rate, learning_rate, learning_rate * min_lr_ratio, warmup_steps)
     ]

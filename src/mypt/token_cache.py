@@ -71,11 +71,15 @@ def iter_text_chunks(path: Path, chunk_bytes: int = CHUNK_BYTES) -> Iterator[str
 
 def _decode(data: bytes, path: Path, offset: int) -> str:
     if b"\x00" in data:
-        raise MyptError(f"input file {path} looks binary (NUL byte at offset {offset + data.index(0)}), not text")
+        raise MyptError(
+            f"input file {path} looks binary (NUL byte at offset {offset + data.index(0)}), not text"
+        )
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise MyptError(f"input file {path} is not UTF-8 text (bad byte at offset {offset + e.start})") from None
+        raise MyptError(
+            f"input file {path} is not UTF-8 text (bad byte at offset {offset + e.start})"
+        ) from None
 
 
 def _batched(chunks: Iterator[str], n: int) -> Iterator[list[str]]:
@@ -123,7 +127,9 @@ def load_tokens(
         try:
             meta = json.loads(meta_file.read_text())
             tokens = np.memmap(bin_file, dtype=meta["dtype"], mode="r", shape=(meta["n_tokens"],))
-            return TokenCache(tokens, tokenizer or tokenizer_from_dict(meta["tokenizer"]), digest, bin_file, True)
+            return TokenCache(
+                tokens, tokenizer or tokenizer_from_dict(meta["tokenizer"]), digest, bin_file, True
+            )
         except (OSError, ValueError, KeyError, json.JSONDecodeError):
             pass  # a damaged cache entry is rebuilt below
 

@@ -65,8 +65,12 @@ class MyptCLI(LightningCLI):
         )
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        parser.add_argument("--model_name", type=str, default="model", help="Bundle folder name: checkpoints/<model_name>.")
-        parser.add_argument("--checkpoint_dir", type=str, default=bundle.DEFAULT_ROOT, help="Where bundles live.")
+        parser.add_argument(
+            "--model_name", type=str, default="model", help="Bundle folder name: checkpoints/<model_name>."
+        )
+        parser.add_argument(
+            "--checkpoint_dir", type=str, default=bundle.DEFAULT_ROOT, help="Where bundles live."
+        )
         parser.add_argument(
             "--restart", type=bool, default=False,
             help="Start a new model even if checkpoints/<model_name> holds one (the old bundle is kept aside).",
@@ -77,7 +81,7 @@ class MyptCLI(LightningCLI):
     # -- parsing: the bundle's values become defaults ---------------------------------------
 
     def parse_arguments(self, parser: LightningArgumentParser, args) -> None:
-        super().parse_arguments(parser, args)
+        self.config = parser.parse_args(args)
         subcommand = self.config.get("subcommand")
         if subcommand is None:
             return
@@ -86,16 +90,18 @@ class MyptCLI(LightningCLI):
         source = self._resume_source(subcommand, cfg)
         if source is not None:
             self._set_defaults_from_bundle(subcommand, source)
-            super().parse_arguments(parser, args)
+            self.config = parser.parse_args(args)
             cfg = self.config[subcommand]
             cfg.ckpt_path = str(source)
             self._check_architecture(cfg, self.saved_config, source, allowed=())
         elif cfg.model.init_from:
             parent = bundle.resolve_bundle(cfg.model.init_from)
             self._set_defaults_from_parent(subcommand, parent)
-            super().parse_arguments(parser, args)
+            self.config = parser.parse_args(args)
             cfg = self.config[subcommand]
-            self._check_architecture(cfg, bundle.load_config(parent), parent, allowed=("dropout", "batch_size"))
+            self._check_architecture(
+                cfg, bundle.load_config(parent), parent, allowed=("dropout", "batch_size")
+            )
         if cfg.trainer.max_steps is None or cfg.trainer.max_steps < 0:
             raise MyptError("set --trainer.max_steps: the learning-rate schedule needs a last step")
 
@@ -110,7 +116,9 @@ class MyptCLI(LightningCLI):
         if cfg.restart:
             aside = existing.with_name(f"{existing.name}.replaced-{time.strftime('%Y%m%d-%H%M%S')}")
             shutil.move(existing, aside)
-            print(f"mypt: --restart: the old bundle is kept at {aside}; training a new model", file=sys.stderr)
+            print(
+                f"mypt: --restart: the old bundle is kept at {aside}; training a new model", file=sys.stderr
+            )
             return None
         print(f"mypt: {existing} already holds a model: resuming it (use --restart true to start over)")
         return existing
@@ -214,8 +222,16 @@ def _parser_keys(parser: LightningArgumentParser) -> set[str]:
 
 
 def _flat_settings(cfg) -> dict[str, Any]:
-    values = {f"trainer.{k}": cfg.trainer.get(k) for k in ("max_steps", "val_check_interval", "limit_val_batches",
-                                                           "gradient_clip_val", "accumulate_grad_batches")}
+    values = {
+        f"trainer.{k}": cfg.trainer.get(k)
+        for k in (
+            "max_steps",
+            "val_check_interval",
+            "limit_val_batches",
+            "gradient_clip_val",
+            "accumulate_grad_batches",
+        )
+    }
     values.update({f"model.{k}": v for k, v in vars(cfg.model).items() if k not in ARCHITECTURE_KEYS})
     values.update({f"data.{k}": cfg.data.get(k) for k in ("input_file", "train_split", "seed")})
     return values  # fmt: skip
@@ -245,7 +261,9 @@ def resume_report(source: Path, saved: dict, cfg) -> str:
         lines.append("  settings unchanged: the schedule continues exactly")
     lines.append(f"  next step's learning rate: {lr_at(step, segments):.6g}")
     if step >= cfg.trainer.max_steps:
-        lines.append(f"  already at max_steps {cfg.trainer.max_steps}: nothing to train (raise --trainer.max_steps)")
+        lines.append(
+            f"  already at max_steps {cfg.trainer.max_steps}: nothing to train (raise --trainer.max_steps)"
+        )
     return "\n".join(lines)
 
 
