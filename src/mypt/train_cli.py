@@ -7,10 +7,12 @@ run, because the weights cannot take it.
 
 from __future__ import annotations
 
+import logging
 import shutil
 import signal
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +46,10 @@ TRAINING_CONFIG_KEYS = {
     "learning_rate": "model.learning_rate",
 }
 LOG_ROOT = "logs"
+
+# the seed is recorded in training_state.json; Lightning's "Seed set to" line would precede any error
+logging.getLogger("lightning.fabric.utilities.seed").setLevel(logging.WARNING)
+warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")  # Lightning vs torch 2.13
 
 
 class MyptCLI(LightningCLI):

@@ -1,0 +1,61 @@
+"""`mypt fit` end to end through the entry point: a usable bundle and TensorBoard logs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from conftest import TINY, run_mypt_subprocess
+
+from mypt import bundle
+
+
+def test_fit_writes_a_complete_bundle(mypt, text_file):
+    r = mypt(
+        "fit", *TINY, "--data.input_file", text_file, "--model_name", "tiny", "--trainer.max_steps", "30"
+    )
+    assert r.code == 0, r
+    path = Path("checkpoints/tiny")
+    assert {p.name for p in path.iterdir()} == {*bundle.BUNDLE_FILES, bundle.MANIFEST_FILE}
+    config = json.loads((path / "config.json").read_text())
+    assert list(config) == list(bundle.CONFIG_KEYS)  # exactly the design note's keys
+    assert config == {"batch_size": 4, "block_size": 16, "vocab_size": config["vocab_size"], "n_embd": 32,
+                      "n_head": 2, "n_layer": 2, "dropout": 0.0, "bias": False, "device": "cpu"}  # fmt: skip
+    chars = json.loads((path / "tokenizer.json").read_text())
+    assert chars["token_kind"] == "char" and len(chars["chars"]) == config["vocab_size"]
+    state = json.loads((path / "training_state.json").read_text())
+    assert state["step"] == 30 and state["optimizer_file"] == "optimizer.pt"
+    assert state["training_config"] == {"max_iters": 30, "eval_interval": 10, "eval_iters": 2,
+                                         "learning_rate": 0.001, "start_step": 0}  # fmt: skip
+    assert state["data"]["sha256"] == bundle._sha256_file(text_file)
+    assert state["seed"] == 1337 and state["init_from"] is None and len(state["history"]) == 1
+    weights = torch.load(path / "model.pt", weights_only=True)
+    assert all(isinstance(v, torch.Tensor) for v in weights.values())
+    torch.load(path / "optimizer.pt", weights_only=True)  # plain containers only
+    assert state["val_loss"] < 4.0  # learning: log(vocab) is about 4.3 for this text
+    events = list(Path("logs/tiny").glob("events.out.tfevents.*"))
+    assert events, "TensorBoard logs go to logs/<model_name>/ (no version_N folder)"
+
+
+def test_gpt2_tokenizer_fit(mypt, text_file):
+    r = mypt("fit", *TINY, "--data.input_file", text_file, "--data.tokenizer", "gpt2", "--model_name", "bpe",
+             "--trainer.max_steps", "4")  # fmt: skip
+    assert r.code == 0, r
+    config = json.loads(Path("checkpoints/bpe/config.json").read_text())
+    assert config["vocab_size"] == 50304
+    assert json.loads(Path("checkpoints/bpe/tokenizer.json").read_text()) == {"token_kind": "gpt2"}
+
+
+def test_console_entry_point_runs_and_errors_are_one_line(tmp_path, text_file):
+    r = run_mypt_subprocess(
+        "fit", *TINY, "--data.input_file", text_file, "--trainer.max_steps", "3", cwd=tmp_path
+    )
+    assert r.code == 0, r
+    assert (tmp_path / "checkpoints" / "model" / "model.pt").is_file()
+    r = run_mypt_subprocess("fit", *TINY, "--data.input_file", tmp_path / "missing.txt", "--model_name", "other",
+                            cwd=tmp_path)  # fmt: skip
+    assert r.code != 0 and "Traceback" not in r.err
+    assert r.err.strip().splitlines() == [
+        f"mypt: error: input file {tmp_path / 'missing.txt'} does not exist"
+    ]

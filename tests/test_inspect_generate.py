@@ -1,0 +1,92 @@
+"""Reading a bundle without training: inspect, get_model_info, generate."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import TINY, run_mypt_subprocess
+
+from mypt import get_model_info
+
+
+@pytest.fixture
+def trained(mypt, text_file) -> Path:
+    r = mypt(
+        "fit", *TINY, "--data.input_file", text_file, "--model_name", "dante", "--trainer.max_steps", "20"
+    )
+    assert r.code == 0, r
+    return Path("checkpoints/dante")
+
+
+def test_get_model_info_as_in_the_design_note(trained):
+    info = get_model_info("dante")
+    training_config = info["training_state"]["training_config"]
+    assert training_config["max_iters"] == 20 and training_config["learning_rate"] == 0.001
+    assert info["config"]["n_layer"] == 2 and info["tokenizer"]["token_kind"] == "char"
+    assert info["files"]["model.pt"] == (trained / "model.pt").stat().st_size
+    assert info["num_params"] > 0
+
+
+def test_inspect_text_and_json(mypt, trained):
+    r = mypt("inspect", "dante")  # a bare name is looked up under checkpoints/
+    assert r.code == 0, r
+    for heading in ("=== CONFIG ===", "=== TOKENIZER ===", "=== TRAINING STATE ==="):
+        assert heading in r.out
+    assert "Last recorded training step: 20" in r.out
+    assert "  max_iters: 20" in r.out and "  start_step: 0" in r.out
+    assert "run 1: steps 0 -> 20" in r.out and "model.pt" in r.out
+    r = mypt("inspect", "checkpoints/dante", "--json")
+    assert r.code == 0, r
+    data = json.loads(r.out)
+    assert data["training_state"]["step"] == 20 and data["config"]["block_size"] == 16
+
+
+def test_inspect_never_reads_the_weights(mypt, trained, monkeypatch):
+    import torch
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("inspect must not load tensors")
+
+    monkeypatch.setattr(torch, "load", refuse)
+    (trained / "model.pt").write_bytes(b"not read")  # even a broken weights file does not matter here
+    assert mypt("inspect", "dante").code == 0
+
+
+def test_generate_is_deterministic_with_a_seed(mypt, trained):
+    args = ("generate", "checkpoints/dante", "--prompt", "Nel mezzo", "--max_new_tokens", "40",
+            "--temperature", "0.8", "--top_k", "200", "--seed", "1")  # fmt: skip
+    a, b = mypt(*args), mypt(*args)
+    assert a.code == 0, a
+    assert (
+        a.out == b.out and a.out.startswith("Nel mezzo") and len(a.out.rstrip("\n")) == len("Nel mezzo") + 40
+    )
+    assert mypt(*args[:-1], "2").out != a.out
+
+
+def test_generate_names_a_character_outside_the_vocabulary(mypt, trained):
+    r = mypt("generate", "dante", "--prompt", "Nel mezzo ✈", "--max_new_tokens", "5")
+    assert r.code == 2 and r.err.strip() == "mypt: error: character '✈' is not in the model's vocabulary"
+
+
+def test_readers_do_not_import_lightning(tmp_path, trained):
+    code = (
+        "import sys; from mypt.cli import main; main(['inspect', 'dante']);"
+        "main(['generate', 'dante', '--max_new_tokens', '3', '--seed', '0']);"
+        "sys.exit(1 if any(m.startswith('lightning') for m in sys.modules) else 0)"
+    )
+    import subprocess
+
+    r = subprocess.run([sys.executable, "-c", code], cwd=Path.cwd(), capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+
+
+def test_generate_a_bundle_trained_elsewhere(mypt, trained):
+    config = json.loads((trained / "config.json").read_text())
+    config["device"] = "cuda"  # as if trained on a GPU: loading maps to the CPU
+    (trained / "config.json").write_text(json.dumps(config))
+    (trained / "manifest.json").unlink()  # the manifest would (rightly) flag the edit
+    r = run_mypt_subprocess("generate", "dante", "--max_new_tokens", "5", "--seed", "0", cwd=Path.cwd())
+    assert r.code == 0, r

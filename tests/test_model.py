@@ -1,0 +1,88 @@
+"""The GPT: shapes, causal masking, weight tying, initialisation, sampling controls."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from mypt.model import GPT, GPTConfig
+
+
+def tiny(**overrides) -> GPT:
+    torch.manual_seed(0)
+    return GPT(
+        GPTConfig(
+            **{"block_size": 16, "vocab_size": 50, "n_layer": 2, "n_head": 2, "n_embd": 32, **overrides}
+        )
+    )
+
+
+def test_shapes_with_and_without_targets():
+    model = tiny()
+    idx = torch.randint(0, 50, (3, 16))
+    logits, loss = model(idx, idx)
+    assert logits.shape == (3, 16, 50) and loss.ndim == 0
+    logits, loss = model(idx)
+    assert logits.shape == (3, 1, 50) and loss is None  # sampling only needs the last position
+
+
+def test_initial_loss_is_near_uniform():
+    model = tiny()
+    idx, targets = torch.randint(0, 50, (2, 8, 16))
+    _, loss = model(idx, targets)
+    assert abs(loss.item() - math.log(50)) < 0.2
+
+
+def test_future_tokens_cannot_change_earlier_logits():
+    model = tiny().eval()
+    idx = torch.randint(0, 50, (1, 16))
+    changed = idx.clone()
+    changed[0, 10:] = (changed[0, 10:] + 1) % 50
+    a, _ = model(idx, idx)
+    b, _ = model(changed, changed)
+    assert torch.allclose(a[0, :10], b[0, :10], atol=1e-6)
+    assert not torch.allclose(a[0, 10:], b[0, 10:])
+
+
+def test_embeddings_are_tied_and_residual_projections_scaled():
+    model = tiny(n_layer=4)
+    assert model.transformer.wte.weight is model.lm_head.weight
+    proj = torch.cat([b.attn.c_proj.weight.flatten() for b in model.transformer.h])
+    fc = torch.cat([b.mlp.c_fc.weight.flatten() for b in model.transformer.h])
+    assert proj.std().item() == pytest.approx(0.02 / math.sqrt(8), rel=0.1)
+    assert fc.std().item() == pytest.approx(0.02, rel=0.1)
+
+
+def test_bias_is_optional():
+    assert not any(n.endswith(".bias") for n, _ in tiny(bias=False).named_parameters())
+    assert any(n.endswith("c_attn.bias") for n, _ in tiny(bias=True).named_parameters())
+
+
+def test_sequence_longer_than_block_size_is_refused():
+    with pytest.raises(ValueError, match="block_size"):
+        tiny()(torch.zeros(1, 17, dtype=torch.long))
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [{"n_embd": 30, "n_head": 4}, {"n_layer": 0}, {"dropout": 1.0}, {"vocab_size": -1}, {"block_size": 0}],
+)
+def test_config_invariants(bad):
+    with pytest.raises(ValueError):
+        GPTConfig(**{"n_head": 2, "n_embd": 32, **bad})
+
+
+def test_generate_respects_seed_top_k_and_temperature():
+    model = tiny().eval()
+    start = torch.zeros(1, 1, dtype=torch.long)
+    a = model.generate(start, 20, temperature=1.0, top_k=5, generator=torch.Generator().manual_seed(1))
+    b = model.generate(start, 20, temperature=1.0, top_k=5, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(a, b) and a.shape == (1, 21)
+    greedy = model.generate(start, 30, temperature=0)  # longer than block_size: the context is cropped
+    assert greedy.shape == (1, 31)
+    logits, _ = model(start)
+    assert greedy[0, 1].item() == logits[0, -1].argmax().item()
+    top1 = model.generate(start, 5, temperature=1.0, top_k=1, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(top1[:, :6], greedy[:, :6])  # top_k=1 is greedy
