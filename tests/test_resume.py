@@ -36,15 +36,25 @@ def test_resume_with_new_max_steps_and_learning_rate(mypt, text_file, monkeypatc
 
     original = GPTModule.on_train_start
 
+    seen_groups: list[dict] = []
+
     def spy(self):
         original(self)
         seen_lrs.extend(g["lr"] for g in self.optimizers().param_groups)
+        seen_groups.extend(
+            {k: g[k] for k in ("weight_decay", "betas")} for g in self.optimizers().param_groups
+        )
 
     monkeypatch.setattr(GPTModule, "on_train_start", spy)
     r = mypt(
-        "fit", "--ckpt_path", "checkpoints/tiny", "--trainer.max_steps", "40", "--model.learning_rate", "1e-4"
-    )
+        "fit", "--ckpt_path", "checkpoints/tiny", "--trainer.max_steps", "40", "--model.learning_rate", "1e-4",
+        "--model.weight_decay", "0.05", "--model.beta2", "0.95",
+    )  # fmt: skip
     assert r.code == 0, r
+    assert seen_groups == [
+        {"weight_decay": 0.05, "betas": (0.9, 0.95)},
+        {"weight_decay": 0.0, "betas": (0.9, 0.95)},
+    ]
     assert "model.learning_rate  0.0003 -> 0.0001" in r.out
     assert "trainer.max_steps    20 -> 40" in r.out
     assert "next step's learning rate: 0.0001" in r.out
@@ -57,12 +67,9 @@ def test_resume_with_new_max_steps_and_learning_rate(mypt, text_file, monkeypatc
     assert after["training_config"]["start_step"] == 20
     assert after["training_config"]["eval_interval"] == 10  # kept from the saved run
     assert [(h["start_step"], h["end_step"]) for h in after["history"]] == [(0, 20), (20, 40)]
-    assert after["history"][1]["overrides"][-4:] == [
-        "--trainer.max_steps",
-        "40",
-        "--model.learning_rate",
-        "1e-4",
-    ]
+    overrides = after["history"][1]["overrides"]
+    assert overrides[-8:-4] == ["--trainer.max_steps", "40", "--model.learning_rate", "1e-4"]
+    assert after["settings"]["model"]["weight_decay"] == 0.05
     assert after["data"]["input_file"] == str(text_file)  # data settings came from the bundle
 
 
@@ -151,3 +158,12 @@ def test_exact_resume_matches_an_uninterrupted_run(mypt, text_file, monkeypatch)
     a = bundle.load_model_state(Path("checkpoints/whole"))
     b = bundle.load_model_state(Path("checkpoints/halves"))
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_validate_a_bundle(mypt, text_file):
+    assert _fit(mypt, text_file, "--trainer.max_steps", "10").code == 0
+    saved = _state()["val_loss"]
+    r = mypt("validate", "--ckpt_path", "checkpoints/tiny", "--trainer.enable_progress_bar", "false")
+    assert r.code == 0, r
+    assert f"{saved:.4f}"[:5] in r.out  # the same windows give the same validation loss
+    assert _state()["step"] == 10  # validating does not rewrite the bundle
