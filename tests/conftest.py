@@ -7,9 +7,17 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
+# Tiny test models run fastest on one thread, and the suite's child processes must not oversubscribe
+# the cores (OpenMP threads spinning against each other make a 2-core machine ten times slower).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-from mypt.cli import main
+import lightning.pytorch  # noqa: E402, F401  (binds Lightning's log handler once, not to one test's capsys)
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from mypt.cli import main  # noqa: E402
+
+torch.set_num_threads(1)
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 FIXTURE_TEXT = Path(__file__).parent / "data" / "inferno_excerpt.txt"
@@ -20,6 +28,7 @@ TINY = [
     "--model.warmup_steps", "5", "--data.batch_size", "4",
     "--trainer.val_check_interval", "10", "--trainer.limit_val_batches", "2",
     "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
+    "--dashboard.max_new_tokens", "0",
 ]  # fmt: skip
 
 

@@ -167,3 +167,12 @@ def test_validate_a_bundle(mypt, text_file):
     assert r.code == 0, r
     assert f"{saved:.4f}"[:5] in r.out  # the same windows give the same validation loss
     assert _state()["step"] == 10  # validating does not rewrite the bundle
+
+
+def test_a_folder_that_is_not_a_bundle_is_never_replaced(mypt, text_file):
+    folder = Path("checkpoints/tiny")
+    folder.mkdir(parents=True)
+    (folder / "notes.txt").write_text("mine")
+    r = _fit(mypt, text_file, "--trainer.max_steps", "5")
+    assert r.code == 2 and "is not a mypt bundle" in r.err
+    assert (folder / "notes.txt").read_text() == "mine"

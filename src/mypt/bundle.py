@@ -32,7 +32,7 @@ import torch
 
 from mypt.errors import MyptError
 from mypt.model import GPT, GPTConfig
-from mypt.tokenizer import Tokenizer, tokenizer_from_dict
+from mypt.tokenizer import GPT2_VOCAB_SIZE, Tokenizer, tokenizer_from_dict
 
 FORMAT_VERSION = 1
 MODEL_FILE = "model.pt"
@@ -161,10 +161,25 @@ def _write_file(path: Path, payload: Any) -> dict:
         if path.suffix == ".json":
             writer.write((json.dumps(payload, indent=2, default=_json_default) + "\n").encode())
         else:
-            torch.save(payload, writer)
+            try:
+                torch.save(payload, writer)
+            except (
+                RuntimeError
+            ) as e:  # torch's zip writer hides a failed write (disk full) behind its own error
+                raise _os_error_in(e) or e from None
         f.flush()
         os.fsync(f.fileno())
     return {"size": writer.size, "sha256": writer.sha.hexdigest()}
+
+
+def _os_error_in(error: BaseException) -> OSError | None:
+    """The OSError that caused `error`, if one did."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, OSError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def _json_default(value: Any) -> Any:
@@ -199,13 +214,23 @@ def write_bundle(
     training_state: dict,
     optimizer_state: dict | None,
 ) -> Path:
-    """Write a complete bundle at `path`, atomically replacing any bundle already there."""
+    """Write a complete bundle at `path`, atomically replacing any bundle already there.
+
+    Refuses weights that are not finite (a diverged run must not replace its last good bundle). On
+    any failure (disk full, unwritable folder, a signal) the previous bundle is left as it was.
+    """
     path = Path(path)
     parent = path.parent
+    not_finite = [k for k, v in model_state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if not_finite:
+        raise MyptError(
+            f"refusing to save {path}: weights {', '.join(not_finite[:3])} hold nan or inf; "
+            f"{_previous_note(path)}"
+        )
     try:
         parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise MyptError(f"cannot create checkpoint folder {parent}: {e.strerror}") from None
+        raise MyptError(f"cannot create checkpoint folder {parent}: {e.strerror or e}") from None
     token = uuid.uuid4().hex[:8]
     tmp = parent / f".{path.name}.new-{token}"
     aside = parent / f".{path.name}.old-{token}"
@@ -225,21 +250,33 @@ def write_bundle(
             os.rename(path, aside)
         os.rename(tmp, path)
         _fsync_dir(parent)
-    except OSError as e:
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
         if aside.exists() and not path.exists():
             os.rename(aside, path)
-        raise MyptError(
-            f"could not save bundle to {path}: {e.strerror or e}; the previous bundle is intact"
-        ) from None
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(e, OSError):
+            raise MyptError(
+                f"could not save bundle to {path}: {e.strerror or e}; {_previous_note(path)}"
+            ) from None
         raise
     shutil.rmtree(aside, ignore_errors=True)
     # leftovers of earlier saves that were killed half-way
     for stale in _siblings(path, "new") + _siblings(path, "old"):
         shutil.rmtree(stale, ignore_errors=True)
     return path
+
+
+def _previous_note(path: Path) -> str:
+    """What is left on disk after a failed save, for the error message."""
+    if not (path / CONFIG_FILE).is_file():
+        return "no earlier bundle was there"
+    step = None
+    if (path / MANIFEST_FILE).is_file():
+        try:
+            step = _read_manifest(path).get("step")
+        except MyptError:
+            pass
+    return f"the previous bundle{f' (step {step})' if step is not None else ''} is intact"
 
 
 # ---------------------------------------------------------------------------------------- reading
@@ -249,25 +286,34 @@ def _read_manifest(path: Path) -> dict:
     file = path / MANIFEST_FILE
     if not file.is_file():
         raise MyptError(f"{path}: {MANIFEST_FILE} is missing (an incomplete save?)")
-    return read_json(file)
+    manifest = read_json(file)
+    entries = manifest.get("files")
+    if not isinstance(entries, dict) or not all(
+        isinstance(e, dict) and isinstance(e.get("size"), int) and isinstance(e.get("sha256"), str)
+        for e in entries.values()
+    ):
+        raise MyptError(f"{file} is damaged: 'files' must map each file name to its size and sha256")
+    version = manifest.get("format_version")
+    if isinstance(version, int) and version > FORMAT_VERSION:
+        raise MyptError(
+            f"{path} was written by a newer mypt (bundle format {version}); upgrade mypt to read it"
+        )
+    return manifest
 
 
 def _verify(path: Path, manifest: dict, check_hash: bool, names: tuple[str, ...] | None = None) -> None:
-    entries = manifest.get("files")
-    if not isinstance(entries, dict):
-        raise MyptError(f"{path / MANIFEST_FILE}: no file list")
-    for name, entry in entries.items():
+    for name, entry in manifest["files"].items():
         if names is not None and name not in names:
             continue
         file = path / name
         if not file.is_file():
-            raise MyptError(f"{file} is missing")
+            raise MyptError(f"{file} is missing (listed in {MANIFEST_FILE})")
         size = file.stat().st_size
-        if size != entry.get("size"):
+        if size != entry["size"]:
             raise MyptError(
-                f"{file} is {size} bytes but the manifest says {entry.get('size')}: truncated or replaced"
+                f"{file} is {size} bytes but {MANIFEST_FILE} says {entry['size']}: truncated or replaced"
             )
-        if check_hash and _sha256_file(file) != entry.get("sha256"):
+        if check_hash and _sha256_file(file) != entry["sha256"]:
             raise MyptError(f"{file} does not match its sha256 in {MANIFEST_FILE}: the file is corrupt")
 
 
@@ -277,22 +323,30 @@ def _sha256_file(path: Path) -> str:
 
 
 def verify_bundle(path: Path, check_hash: bool = True, names: tuple[str, ...] | None = None) -> None:
-    """Check files against manifest.json. A bundle with no manifest (written by hand, or by an older
-    tool following the design note) is accepted as it is."""
-    if (path / MANIFEST_FILE).is_file():
+    """Check files against manifest.json (sizes always, sha256 when `check_hash`). A bundle with no
+    manifest (written by hand, or by an older tool following the design note) is accepted as it is."""
+    if (path / MANIFEST_FILE).exists():
         _verify(path, _read_manifest(path), check_hash, names)
 
 
 def read_json(file: Path) -> dict:
     try:
-        with open(file, encoding="utf-8") as f:
-            data = json.load(f)
+        with open(file, "rb") as f:
+            raw = f.read()
     except FileNotFoundError:
         raise MyptError(f"{file} is missing") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise MyptError(f"{file} is not valid JSON: {e}") from None
+    except IsADirectoryError:
+        raise MyptError(f"{file} is a directory, not a JSON file") from None
     except OSError as e:
-        raise MyptError(f"cannot read {file}: {e.strerror}") from None
+        raise MyptError(f"cannot read {file}: {e.strerror or e}") from None
+    if not raw.strip():
+        raise MyptError(f"{file} is empty")
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise MyptError(f"{file} is not valid JSON: it is not UTF-8 text") from None
+    except json.JSONDecodeError as e:
+        raise MyptError(f"{file} is not valid JSON ({e.msg} at line {e.lineno} column {e.colno})") from None
     if not isinstance(data, dict):
         raise MyptError(f"{file} must hold a JSON object")
     return data
@@ -307,17 +361,25 @@ def load_torch_file(file: Path, map_location: str | torch.device = "cpu") -> Any
     try:
         return torch.load(file, map_location=map_location, weights_only=True)
     except Exception as e:  # UnpicklingError for a pickle that would run code; RuntimeError when truncated
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        if "weights_only" in str(e) or "Unsupported global" in str(e):
+        text = str(e).strip()
+        reason = text.splitlines()[0] if text else type(e).__name__
+        if "weights_only" in text or "Unsupported global" in text or "Unsupported operand" in text:
             reason = "it holds objects other than tensors (refused: loading it could run code)"
         raise MyptError(f"{file} cannot be loaded: {reason}") from None
 
 
 def load_config(path: Path) -> dict:
-    config = read_json(path / CONFIG_FILE)
+    """config.json, checked: every key present and every value usable (positive sizes, n_embd a
+    multiple of n_head, dropout in [0, 1), a positive batch_size)."""
+    file = path / CONFIG_FILE
+    config = read_json(file)
     missing = [k for k in CONFIG_KEYS if k not in config and k != "device"]
     if missing:
-        raise MyptError(f"{path / CONFIG_FILE} lacks {', '.join(missing)}")
+        raise MyptError(f"{file} lacks {', '.join(missing)}")
+    gpt_config(config, file)
+    batch_size = config["batch_size"]
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
+        raise MyptError(f"{file}: batch_size must be a positive integer, got {batch_size!r}")
     return config
 
 
@@ -328,19 +390,76 @@ def gpt_config(config: dict, file: Path | None = None) -> GPTConfig:
         raise MyptError(f"{file or CONFIG_FILE}: {e}") from None
 
 
+def read_tokenizer_json(path: Path, config: dict | None = None) -> dict:
+    """tokenizer.json as a dict, checked against config.json's vocab_size without building the
+    tokenizer (a char vocabulary must have exactly vocab_size characters; GPT-2's 50257 tokens must fit)."""
+    file = path / TOKENIZER_FILE
+    data = read_json(file)
+    kind = data.get("token_kind")
+    if kind == "char":
+        chars = data.get("chars")
+        if not isinstance(chars, list) or not all(isinstance(c, str) and len(c) == 1 for c in chars):
+            raise MyptError(f"{file}: 'chars' must be a list of single characters")
+        size = len(chars)
+        if config is not None and size != config["vocab_size"]:
+            raise MyptError(
+                f"{file} has {size} characters but {CONFIG_FILE} says vocab_size {config['vocab_size']}: "
+                "the tokenizer does not belong to these weights"
+            )
+    elif kind == "gpt2":
+        if config is not None and config["vocab_size"] < GPT2_VOCAB_SIZE:
+            raise MyptError(
+                f"{file} is GPT-2's tokenizer ({GPT2_VOCAB_SIZE} tokens) but {CONFIG_FILE} says vocab_size "
+                f"{config['vocab_size']}: the tokenizer does not belong to these weights"
+            )
+    else:
+        raise MyptError(f"{file}: unknown token_kind {kind!r} (expected 'char' or 'gpt2')")
+    return data
+
+
 def load_tokenizer(path: Path, config: dict | None = None) -> Tokenizer:
-    tokenizer = tokenizer_from_dict(read_json(path / TOKENIZER_FILE))
-    if config is not None and tokenizer.vocab_size > config["vocab_size"]:
-        raise MyptError(
-            f"{path / TOKENIZER_FILE} has {tokenizer.vocab_size} tokens but config.json says "
-            f"vocab_size {config['vocab_size']}"
-        )
-    return tokenizer
+    return tokenizer_from_dict(read_tokenizer_json(path, config))
 
 
-def load_training_state(path: Path) -> dict:
+def _nonnegative_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def load_training_state(path: Path, required: bool = False) -> dict:
+    """training_state.json, checked: `step` a non-negative integer, the sections of the right types.
+    A missing file is an empty state unless `required` (resuming needs it)."""
     file = path / TRAINING_STATE_FILE
-    return read_json(file) if file.exists() else {}
+    if not file.exists() and not required:
+        return {}
+    state = read_json(file)
+    if "step" in state and not _nonnegative_int(state["step"]):
+        raise MyptError(f"{file}: step must be a non-negative integer, got {state['step']!r}")
+    for key, kind in (("training_config", dict), ("data", dict), ("settings", dict), ("history", list)):
+        if state.get(key) is not None and not isinstance(state[key], kind):
+            raise MyptError(f"{file}: {key} must be a JSON {'object' if kind is dict else 'list'}")
+    return state
+
+
+def check_resumable(path: Path) -> None:
+    """Everything `mypt fit --ckpt_path` needs, checked before any data is read or model built:
+    every file listed in the manifest has its recorded size, config.json and tokenizer.json agree,
+    training_state.json is there and names the manifest's step, optimizer.pt is there."""
+    verify_bundle(path, check_hash=False)
+    config = load_config(path)
+    read_tokenizer_json(path, config)
+    state = load_training_state(path, required=True)
+    if (path / MANIFEST_FILE).exists():
+        manifest_step = _read_manifest(path).get("step")
+        if state.get("step") != manifest_step:
+            raise MyptError(
+                f"{path / TRAINING_STATE_FILE} says step {state.get('step')} but {MANIFEST_FILE} says "
+                f"{manifest_step}: the files come from different saves"
+            )
+    if not (path / OPTIMIZER_FILE).is_file():
+        raise MyptError(
+            f"{path / OPTIMIZER_FILE} is missing, so training cannot resume exactly; "
+            f"to start a new run from these weights use --model.init_from {path}"
+        )
 
 
 def load_model_state(path: Path, map_location: str | torch.device = "cpu", verify: bool = True) -> dict:
@@ -361,15 +480,31 @@ def load_optimizer_state(path: Path, map_location: str | torch.device = "cpu") -
 
 
 def build_model(path: Path, config: dict, map_location: str | torch.device = "cpu") -> GPT:
-    """The GPT with the bundle's weights, checked against config.json."""
+    """The GPT with the bundle's weights, checked against config.json (and config.json against
+    tokenizer.json, so a model built here can always encode and decode with the bundle's tokenizer)."""
     model = GPT(gpt_config(config, path / CONFIG_FILE))
+    read_tokenizer_json(path, config)
     state = load_model_state(path, map_location)
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as e:
-        detail = " ".join(str(e).split())
-        raise MyptError(f"{path / MODEL_FILE} does not match {CONFIG_FILE}: {detail[:300]}") from None
+    expected = model.state_dict()
+    problem = _state_dict_mismatch(expected, state)
+    if problem:
+        raise MyptError(f"{path / MODEL_FILE} does not match {CONFIG_FILE}: {problem}")
+    model.load_state_dict(state)
     return model
+
+
+def _state_dict_mismatch(expected: dict[str, torch.Tensor], found: dict[str, torch.Tensor]) -> str | None:
+    """The first difference between the weights a config implies and those in a file, in words."""
+    missing = [k for k in expected if k not in found]
+    if missing:
+        return f"{len(missing)} tensors missing, e.g. {missing[0]}"
+    extra = [k for k in found if k not in expected]
+    if extra:
+        return f"{len(extra)} unexpected tensors, e.g. {extra[0]}"
+    for key, tensor in expected.items():
+        if found[key].shape != tensor.shape:
+            return f"{key} has shape {list(found[key].shape)} but the config implies {list(tensor.shape)}"
+    return None
 
 
 def load_model(
@@ -390,10 +525,13 @@ def file_sizes(path: Path) -> dict[str, int]:
 
 def get_model_info(name_or_path: str | os.PathLike, root: str | os.PathLike = DEFAULT_ROOT) -> dict:
     """Everything a person wants to know about a bundle, from its JSON files alone (fast for any size):
-    `config`, `tokenizer`, `training_state`, `files` (name -> bytes), `path`, `num_params`."""
+    `config`, `tokenizer`, `training_state`, `files` (name -> bytes), `path`, `num_params`.
+
+    File sizes are checked against the manifest (a stat, no hashing), so a truncated file shows up here."""
     path = resolve_bundle(name_or_path, root)
+    verify_bundle(path, check_hash=False)
     config = load_config(path)
-    tokenizer = read_json(path / TOKENIZER_FILE)
+    tokenizer = read_tokenizer_json(path, config)
     summary = {"token_kind": tokenizer.get("token_kind")}
     if "chars" in tokenizer:
         summary["vocab_size"] = len(tokenizer["chars"])

@@ -16,6 +16,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ import numpy as np
 import torch
 from lightning.fabric.plugins import CheckpointIO
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.strategies import FSDPStrategy, ModelParallelStrategy, Strategy
 
 from mypt import bundle
 from mypt.errors import MyptError
@@ -57,11 +59,7 @@ class BundleCheckpointIO(CheckpointIO):
         self, path, map_location: Any | None = None, weights_only: bool | None = None
     ) -> dict:
         path = bundle.resolve_bundle(path)
-        if not (path / bundle.OPTIMIZER_FILE).is_file():
-            raise MyptError(
-                f"{path / bundle.OPTIMIZER_FILE} is missing, so training cannot resume exactly; "
-                f"to start a new run from these weights use --model.init_from {path}"
-            )
+        bundle.check_resumable(path)
         config = bundle.load_config(path)
         checkpoint = bundle.load_optimizer_state(path, map_location or "cpu")
         model_state = bundle.build_model(path, config).state_dict()  # checks shapes against config.json
@@ -69,12 +67,24 @@ class BundleCheckpointIO(CheckpointIO):
         checkpoint["mypt"] = {
             "config": config,
             "tokenizer": bundle.read_json(path / bundle.TOKENIZER_FILE),
-            "training_state": bundle.load_training_state(path),
+            "training_state": bundle.load_training_state(path, required=True),
         }
         return checkpoint
 
     def remove_checkpoint(self, path) -> None:
         shutil.rmtree(path, ignore_errors=True)
+
+
+def check_strategy(strategy: Strategy) -> None:
+    """Refuse, before any training, a strategy whose checkpoints bypass the CheckpointIO plugin: with
+    it no bundle could be written, and the run would fail at its second save, hours in. Lightning's
+    FSDPStrategy (2.6) loads full checkpoints itself and refuses to save into an existing folder;
+    DeepSpeed and ModelParallel write their own sharded formats."""
+    if isinstance(strategy, (FSDPStrategy, ModelParallelStrategy)) or "DeepSpeed" in type(strategy).__name__:
+        raise MyptError(
+            f"--trainer.strategy {type(strategy).__name__} is not supported yet: its checkpoints bypass "
+            "mypt's bundle; use ddp (data parallel, any number of GPUs or nodes)"
+        )
 
 
 def capture_rng() -> dict:
@@ -103,6 +113,9 @@ def restore_rng(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+_NO_STEP = 2**62  # "no non-finite loss seen", larger than any step
+
+
 def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S%z")
 
@@ -124,10 +137,14 @@ class BundleCheckpoint(Callback):
         self.last_val_loss: float | None = None
         self.stop_signal: int | None = None  # set when SIGINT/SIGTERM asked the run to stop
         self._previous_handlers: dict[int, Any] = {}
+        # (step, loss) of the steps since the last finiteness check; kept on the device, so the
+        # check costs one synchronisation per log interval rather than one per step
+        self._recent_losses: list[tuple[int, torch.Tensor]] = []
 
     # -- Lightning state --------------------------------------------------------------------
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        check_strategy(trainer.strategy)
         if not isinstance(trainer.strategy.checkpoint_io, BundleCheckpointIO):
             trainer.strategy.checkpoint_io = BundleCheckpointIO()
 
@@ -166,8 +183,18 @@ class BundleCheckpoint(Callback):
         self.stop_signal = signum
         print(f"\nmypt: {signal.Signals(signum).name} received: stopping after this step", file=sys.stderr)
 
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
-        if self.stop_signal is not None:
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, *args: Any
+    ) -> None:
+        loss = outputs.get("loss") if isinstance(outputs, Mapping) else outputs
+        if isinstance(loss, torch.Tensor):
+            self._recent_losses.append((trainer.global_step, loss.detach()))
+        if trainer.global_step % max(1, trainer.log_every_n_steps) == 0:
+            self.check_finite(trainer, pl_module, weights=False)
+        stop = self.stop_signal is not None
+        if trainer.world_size > 1:  # a signal may reach one rank only: all ranks stop at the same step
+            stop = trainer.strategy.reduce_boolean_decision(stop, all=False)
+        if stop:
             trainer.should_stop = True
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -179,15 +206,64 @@ class BundleCheckpoint(Callback):
         self.save(trainer)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        for signum, handler in self._previous_handlers.items():
-            signal.signal(signum, handler)
-        self._previous_handlers.clear()
+        self._restore_signal_handlers()
         if self.last_saved_step != trainer.global_step:
             self.save(trainer)
 
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self._restore_signal_handlers()  # also after an error, when on_train_end never ran
+
+    def _restore_signal_handlers(self) -> None:
+        for signum, handler in self._previous_handlers.items():
+            signal.signal(signum, handler)
+        self._previous_handlers.clear()
+
     def save(self, trainer: pl.Trainer) -> None:
+        """Write the bundle for this step, unless the run has diverged: a non-finite loss or weight
+        stops the run with an error and leaves the last good bundle untouched."""
+        self.check_finite(trainer, trainer.lightning_module, weights=True)
         trainer.save_checkpoint(self.dirpath, weights_only=False)
         self.last_saved_step = trainer.global_step
+
+    # -- divergence -------------------------------------------------------------------------
+
+    def check_finite(self, trainer: pl.Trainer, pl_module: pl.LightningModule, weights: bool) -> None:
+        """Raise MyptError naming the first step whose training loss was nan/inf (and, when `weights`,
+        if any weight is). Every rank takes part, so all stop together instead of one waiting forever."""
+        recent, self._recent_losses = self._recent_losses, []
+        first_bad, value = _NO_STEP, ""
+        if recent:
+            losses = torch.stack([loss.float().reshape(()) for _, loss in recent]).cpu()
+            bad = (~torch.isfinite(losses)).nonzero()
+            if len(bad):
+                index = int(bad[0])
+                first_bad, value = recent[index][0], str(float(losses[index]))
+        weights_bad = False
+        if weights:
+            params = [p.to_local() if hasattr(p, "to_local") else p for p in pl_module.parameters()]
+            finite = torch.stack([torch.isfinite(p).all() for p in params if p.numel()])
+            weights_bad = not bool(finite.all())
+        if trainer.world_size > 1:
+            flags = torch.tensor([-first_bad, int(weights_bad)], device=pl_module.device)
+            flags = trainer.strategy.reduce(flags, reduce_op="max")
+            if -int(flags[0]) != first_bad:
+                first_bad, value = -int(flags[0]), "nan or inf"
+            weights_bad = bool(flags[1])
+        if first_bad == _NO_STEP and not weights_bad:
+            return
+        kept = (
+            f"the last good bundle, {self.dirpath} at step {self.last_saved_step}, is kept"
+            if self.last_saved_step is not None and (self.dirpath / bundle.CONFIG_FILE).is_file()
+            else "no bundle was saved by this run"
+        )
+        if first_bad != _NO_STEP:
+            what = f"the training loss became {value} at step {first_bad}"
+        else:
+            what = f"the weights hold nan or inf at step {trainer.global_step}"
+        raise MyptError(
+            f"{what}: training stopped and nothing was saved; {kept}. Lower --model.learning_rate "
+            "(or --trainer.gradient_clip_val) and resume from the last good bundle"
+        )
 
     # -- what the bundle records ------------------------------------------------------------
 

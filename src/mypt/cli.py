@@ -1,8 +1,8 @@
 """The `mypt` command.
 
 Training subcommands (fit, validate, test, predict) go to LightningCLI in mypt.train_cli; the
-commands that only read a bundle (inspect, generate) are handled here without importing Lightning,
-so they start fast. Every user error ends as one `mypt: error: ...` line and exit status 2; set
+commands that only read bundles (inspect, generate, list, export) are handled here without importing
+Lightning, so they start fast. Every user error ends as one `mypt: error: ...` line and exit status 2; set
 MYPT_DEBUG=1 to see the traceback instead.
 """
 
@@ -12,18 +12,55 @@ import argparse
 import json
 import os
 import sys
+from pathlib import Path
 
-from mypt.bundle import DEFAULT_ROOT, get_model_info, load_model
+from mypt.bundle import DEFAULT_ROOT, get_model_info, is_bundle, load_model
 from mypt.errors import MyptError
-from mypt.report import format_info
+from mypt.hf import export_hf
+from mypt.report import format_comparison, format_info, format_list, list_row
 from mypt.sampling import sample
 
 TRAINING_SUBCOMMANDS = ("fit", "validate", "test", "predict")
 
 
 def _inspect(args: argparse.Namespace) -> None:
-    info = get_model_info(args.bundle, args.checkpoint_dir)
-    print(json.dumps(info, indent=2) if args.json else format_info(info))
+    if len(args.bundle) > 2:
+        raise MyptError("inspect takes one bundle, or two to compare")
+    infos = [get_model_info(b, args.checkpoint_dir) for b in args.bundle]
+    if len(infos) == 1:
+        print(json.dumps(infos[0], indent=2) if args.json else format_info(infos[0]))
+    elif args.json:
+        print(json.dumps(infos, indent=2))
+    else:
+        print(format_comparison(*infos, color=sys.stdout.isatty() and "NO_COLOR" not in os.environ))
+
+
+def _list(args: argparse.Namespace) -> None:
+    root = Path(args.checkpoint_dir)
+    folders = (
+        sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+        if root.is_dir()
+        else []
+    )
+    rows, problems = [], []
+    for folder in folders:
+        if not is_bundle(folder):
+            continue
+        try:
+            rows.append(list_row(get_model_info(folder)))
+        except MyptError as e:
+            problems.append((folder.name, str(e)))
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    elif rows or problems:
+        print(format_list(rows, problems))
+    else:
+        print(f"no models under {root}/ (train one with: mypt fit --config configs/dante_cpu.yaml)")
+
+
+def _export(args: argparse.Namespace) -> None:
+    out = export_hf(args.bundle, args.out, args.checkpoint_dir)
+    print(f"exported {args.bundle} to {out} (transformers GPT2LMHeadModel)")
 
 
 def _generate(args: argparse.Namespace) -> None:
@@ -38,10 +75,24 @@ def _reader_parser() -> argparse.ArgumentParser:
         sub.add_parser(name, help=f"{name} with LightningCLI (see `mypt {name} --help`)", add_help=False)
 
     p = sub.add_parser("inspect", help="show a bundle's config, tokenizer and training state")
-    p.add_argument("bundle", help="a bundle folder, or a model name under --checkpoint_dir")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument(
+        "bundle", nargs="+", help="a bundle folder or a model name under --checkpoint_dir; two to compare"
+    )
+    p.add_argument("--json", action="store_true", help="print one JSON object (a list of two when comparing)")
     p.add_argument("--checkpoint_dir", default=DEFAULT_ROOT)
     p.set_defaults(func=_inspect)
+
+    p = sub.add_parser("list", help="one line per model under --checkpoint_dir")
+    p.add_argument("--json", action="store_true", help="print a JSON list")
+    p.add_argument("--checkpoint_dir", default=DEFAULT_ROOT)
+    p.set_defaults(func=_list)
+
+    p = sub.add_parser("export", help="write a bundle in another format (hf: a transformers GPT-2 folder)")
+    p.add_argument("bundle", help="a bundle folder, or a model name under --checkpoint_dir")
+    p.add_argument("out", help="the folder to create")
+    p.add_argument("--format", choices=["hf"], default="hf", help="hf: transformers GPT2LMHeadModel")
+    p.add_argument("--checkpoint_dir", default=DEFAULT_ROOT)
+    p.set_defaults(func=_export)
 
     p = sub.add_parser("generate", help="sample text from a bundle")
     p.add_argument("bundle", help="a bundle folder, or a model name under --checkpoint_dir")

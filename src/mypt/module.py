@@ -60,8 +60,10 @@ class GPTModule(pl.LightningModule):
             weight_decay: AdamW weight decay, applied to matrices only.
             beta1: AdamW beta1.
             beta2: AdamW beta2.
-            optimizer_impl: AdamW kernels: ``auto``, ``fused``, ``foreach`` or ``for-loop``.
-            compile: Compile the model with torch.compile.
+            optimizer_impl: AdamW kernels: ``auto`` (fused on CUDA and CPU, the fastest there as
+                measured in docs/benchmarks.md; foreach elsewhere), ``fused``, ``foreach`` or ``for-loop``.
+            compile: Compile the model with torch.compile. Off by default: on a CPU it gains about
+                10% after half a minute of compiling (docs/benchmarks.md); worth it for long GPU runs.
             init_from: A bundle to fine-tune from: its weights and tokenizer start this new model.
         """
         super().__init__()
@@ -107,9 +109,18 @@ class GPTModule(pl.LightningModule):
         for group in self.optimizers().param_groups:
             group["lr"] = lr
         loss = self._loss(batch)
-        self.log("train/loss", loss, prog_bar=True)
-        self.log("lr", lr)
+        if self._is_logging_step():
+            # only on the steps the logger writes: self.log costs ~0.5 ms of Python per call, which
+            # on a small CPU model is a few percent of a step (see docs/benchmarks.md)
+            self.log("train/loss", loss, prog_bar=True)
+            self.log("lr", lr)
         return loss
+
+    def _is_logging_step(self) -> bool:
+        """Whether the logger writes this step's metrics: Lightning writes when the number of the
+        step being taken (global_step + 1) is a multiple of log_every_n_steps."""
+        every = self.trainer.log_every_n_steps
+        return every > 0 and (self.global_step + 1) % every == 0
 
     def validation_step(self, batch, batch_idx: int) -> None:
         self.log("val/loss", self._loss(batch), prog_bar=True, sync_dist=True)
@@ -149,8 +160,8 @@ class GPTModule(pl.LightningModule):
         ]
         kwargs = {}
         impl = self.hparams.optimizer_impl
-        if impl == "auto":
-            impl = "fused" if self.device.type == "cuda" else "foreach"
+        if impl == "auto":  # fused is the fastest on CUDA and, by 3-4%, on a CPU (docs/benchmarks.md)
+            impl = "fused" if self.device.type in ("cuda", "cpu") else "foreach"
         if impl == "fused" and "fused" in inspect.signature(torch.optim.AdamW).parameters:
             kwargs["fused"] = True
         elif impl in ("foreach", "for-loop"):

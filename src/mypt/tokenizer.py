@@ -132,8 +132,10 @@ class GPT2Tokenizer:
 
     kind = "gpt2"
 
-    def __init__(self) -> None:
-        self.encoding = _gpt2_encoding()
+    @property
+    def encoding(self):
+        """Built on first use (about a second): a cached corpus loads without it."""
+        return _gpt2_encoding()
 
     @property
     def vocab_size(self) -> int:

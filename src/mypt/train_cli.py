@@ -16,13 +16,16 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from mypt import bundle
 from mypt.checkpointing import ARCHITECTURE_KEYS, BundleCheckpoint
+from mypt.dashboard import StepProgressBar, TrainingDashboard
 from mypt.data import TextDataModule
 from mypt.errors import MyptError
+from mypt.hf import resolve_init_from
 from mypt.module import GPTModule
 from mypt.schedule import continue_schedule, lr_at
 
@@ -81,6 +84,7 @@ class MyptCLI(LightningCLI):
             "--restart", type=bool, default=False,
             help="Start a new model even if checkpoints/<model_name> holds one (the old bundle is kept aside).",
         )  # fmt: skip
+        parser.add_lightning_class_args(TrainingDashboard, "dashboard")
         parser.link_arguments("data.vocab_size", "model.vocab_size", apply_on="instantiate")
         parser.link_arguments("model.block_size", "data.block_size")
 
@@ -101,10 +105,12 @@ class MyptCLI(LightningCLI):
             cfg.ckpt_path = str(source)
             self._check_architecture(cfg, self.saved_config, source, allowed=())
         elif cfg.model.init_from:
-            parent = bundle.resolve_bundle(cfg.model.init_from)
+            # a bundle, or a Hugging Face GPT-2 converted into one
+            parent = resolve_init_from(cfg.model.init_from, cfg.checkpoint_dir)
             self._set_defaults_from_parent(subcommand, parent)
             self.config = parser.parse_args(args)
             cfg = self.config[subcommand]
+            cfg.model.init_from = str(parent)
             self._check_architecture(
                 cfg, bundle.load_config(parent), parent, allowed=("dropout", "batch_size")
             )
@@ -118,6 +124,8 @@ class MyptCLI(LightningCLI):
             return None
         existing = bundle.bundle_path(cfg.model_name, cfg.checkpoint_dir)
         if not bundle.is_bundle(existing):
+            if existing.exists():  # never replace a folder that is not ours
+                raise MyptError(f"{existing} exists but is not a mypt bundle; choose another --model_name")
             return None
         if cfg.restart:
             aside = existing.with_name(f"{existing.name}.replaced-{time.strftime('%Y%m%d-%H%M%S')}")
@@ -130,6 +138,7 @@ class MyptCLI(LightningCLI):
         return existing
 
     def _set_defaults_from_bundle(self, subcommand: str, source: Path) -> None:
+        bundle.check_resumable(source)
         self.resume_from = source
         self.saved_config = bundle.load_config(source)
         self.saved_state = bundle.load_training_state(source)
@@ -188,7 +197,9 @@ class MyptCLI(LightningCLI):
 
     def instantiate_trainer(self, **kwargs: Any) -> Any:
         cfg = self.config[self.subcommand]
-        if cfg.trainer.get("logger") in (None, True):
+        if self.subcommand != "fit" and cfg.trainer.get("logger") is None:
+            kwargs["logger"] = False  # evaluating a bundle must not write into its training curves
+        elif cfg.trainer.get("logger") in (None, True):
             kwargs["logger"] = TensorBoardLogger(
                 save_dir=LOG_ROOT,
                 name=cfg.model_name,
@@ -197,9 +208,18 @@ class MyptCLI(LightningCLI):
                 purge_step=self.saved_state.get("step", 0) + 1 if self.resume_from else None,
             )
         dirpath = bundle.bundle_path(cfg.model_name, cfg.checkpoint_dir)
-        callbacks = list(kwargs.pop("callbacks", []) or [])
+        # keep the user's --trainer.callbacks: a `callbacks` keyword would replace them
+        user_callbacks = self._get(self.config_init, "trainer", default={}).get("callbacks") or []
+        user_callbacks = user_callbacks if isinstance(user_callbacks, list) else [user_callbacks]
+        callbacks = [*user_callbacks, *(kwargs.pop("callbacks", []) or [])]
         callbacks.append(BundleCheckpoint(dirpath, command_line=self.command_line))
-        return super().instantiate_trainer(callbacks=callbacks, **kwargs)
+        if cfg.trainer.get("enable_progress_bar") is not False and not _has_progress_bar(self.config_init):
+            callbacks.append(StepProgressBar())
+        try:
+            return super().instantiate_trainer(callbacks=callbacks, **kwargs)
+        except (ValueError, ModuleNotFoundError) as e:  # Lightning's checks of trainer settings, or an
+            # accelerator whose package is missing (tpu without torch_xla)
+            raise MyptError(" ".join(str(e).split())) from None
 
     def before_fit(self) -> None:
         if self.resume_from is not None:
@@ -215,6 +235,12 @@ class MyptCLI(LightningCLI):
                 file=sys.stderr,
             )
             raise SystemExit(128 + saver.stop_signal)
+
+
+def _has_progress_bar(config_init) -> bool:
+    """Whether --trainer.callbacks already holds a progress bar (Lightning accepts only one)."""
+    user_callbacks = config_init[config_init.subcommand].trainer.get("callbacks") or []
+    return any(isinstance(c, ProgressBar) for c in user_callbacks)
 
 
 def _architecture_defaults(config: dict, keys: tuple[str, ...]) -> dict[str, Any]:

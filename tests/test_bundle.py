@@ -1,0 +1,219 @@
+"""The bundle format on its own: atomic writes, the manifest, recovery of a cut-short swap, safe loads."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from mypt import bundle
+from mypt.errors import MyptError
+from mypt.model import GPT, GPTConfig
+
+CONFIG = {"batch_size": 4, "block_size": 8, "vocab_size": 5, "n_embd": 8, "n_head": 2, "n_layer": 1,
+          "dropout": 0.0, "bias": False, "device": "cpu"}  # fmt: skip
+TOKENIZER = {"token_kind": "char", "chars": list("abcde")}
+
+
+def write(path: Path, step: int, seed: int = 0) -> dict[str, torch.Tensor]:
+    torch.manual_seed(seed)
+    model = GPT(bundle.gpt_config(CONFIG))
+    state = model.state_dict()
+    bundle.write_bundle(
+        path,
+        model_state=state,
+        config=CONFIG,
+        tokenizer=TOKENIZER,
+        training_state={"step": step, "optimizer_file": bundle.OPTIMIZER_FILE, "training_config": {}},
+        optimizer_state={
+            "global_step": step,
+            "optimizer_states": [{"state": {0: {"exp_avg": torch.ones(3)}}}],
+        },
+    )
+    return state
+
+
+def files(path: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(path.iterdir())}
+
+
+def siblings() -> list[str]:
+    return sorted(p.name for p in Path("checkpoints").iterdir() if p.name.startswith("."))
+
+
+def test_write_then_load_round_trip():
+    path = Path("checkpoints/m")
+    state = write(path, 10)
+    assert sorted(os.listdir(path)) == sorted([*bundle.BUNDLE_FILES, bundle.MANIFEST_FILE])
+    manifest = json.loads((path / bundle.MANIFEST_FILE).read_text())
+    assert manifest["step"] == 10 and manifest["format_version"] == bundle.FORMAT_VERSION
+    for name, entry in manifest["files"].items():
+        assert entry["size"] == (path / name).stat().st_size
+    model, tokenizer, config = bundle.load_model(path)
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in state.items())
+    assert tokenizer.decode(tokenizer.encode("abc")) == "abc" and config == CONFIG
+    assert siblings() == []
+
+
+def test_every_pt_file_of_a_trained_bundle_loads_with_weights_only(mypt, text_file):
+    """Lightning's loop state, the RNG states and the optimizer: tensors and plain containers only."""
+    from conftest import TINY
+
+    r = mypt("fit", *TINY, "--dashboard.max_new_tokens", "0", "--data.input_file", text_file,
+             "--model_name", "real", "--trainer.max_steps", "2")  # fmt: skip
+    assert r.code == 0, r
+    pt_files = sorted(Path("checkpoints/real").glob("*.pt"))
+    assert [p.name for p in pt_files] == [bundle.MODEL_FILE, bundle.OPTIMIZER_FILE]
+    for file in pt_files:
+        assert isinstance(torch.load(file, weights_only=True), dict)
+
+
+@pytest.mark.parametrize("failure", [OSError(28, "No space left on device"), KeyboardInterrupt()])
+def test_a_write_that_fails_half_way_leaves_the_old_bundle(monkeypatch, failure):
+    path = Path("checkpoints/m")
+    write(path, 10)
+    before = files(path)
+    real_write_file = bundle._write_file
+
+    def fail_on_optimizer(file: Path, payload):
+        if file.name == bundle.OPTIMIZER_FILE:  # model.pt of the new bundle is already written
+            raise failure
+        return real_write_file(file, payload)
+
+    monkeypatch.setattr(bundle, "_write_file", fail_on_optimizer)
+    with pytest.raises(MyptError if isinstance(failure, OSError) else KeyboardInterrupt) as raised:
+        write(path, 20, seed=1)
+    if isinstance(failure, OSError):
+        assert "No space left on device" in str(
+            raised.value
+        ) and "previous bundle (step 10) is intact" in str(raised.value)
+    assert files(path) == before and siblings() == []
+
+
+def test_a_signal_between_the_two_renames_puts_the_old_bundle_back(monkeypatch):
+    path = Path("checkpoints/m")
+    write(path, 10)
+    before = files(path)
+    real_rename = os.rename
+
+    def rename(src, dst):
+        if Path(src).name.startswith(".m.new-"):
+            raise KeyboardInterrupt  # the old bundle has just been moved aside
+        return real_rename(src, dst)
+
+    monkeypatch.setattr(os, "rename", rename)
+    with pytest.raises(KeyboardInterrupt):
+        write(path, 20, seed=1)
+    assert files(path) == before and siblings() == []
+
+
+def test_non_finite_weights_are_never_written():
+    path = Path("checkpoints/m")
+    state = write(path, 10)
+    before = files(path)
+    broken = {k: v.clone() for k, v in state.items()}
+    next(iter(broken.values()))[0] = float("nan")
+    with pytest.raises(MyptError, match=r"nan or inf; the previous bundle \(step 10\) is intact"):
+        bundle.write_bundle(path, model_state=broken, config=CONFIG, tokenizer=TOKENIZER,
+                            training_state={"step": 20}, optimizer_state={})  # fmt: skip
+    assert files(path) == before
+
+
+def test_manifest_catches_truncation_and_corruption():
+    path = Path("checkpoints/m")
+    write(path, 10)
+    model_file = path / bundle.MODEL_FILE
+    data = model_file.read_bytes()
+    model_file.write_bytes(data[:-100])
+    with pytest.raises(MyptError, match=r"model.pt is \d+ bytes but manifest.json says \d+: truncated"):
+        bundle.load_model(path)
+    with pytest.raises(MyptError, match="truncated"):
+        bundle.get_model_info(path)  # inspect sees it too, by size alone
+    model_file.write_bytes(data[:-100] + bytes(100))  # same size, different bytes
+    with pytest.raises(MyptError, match="does not match its sha256 in manifest.json: the file is corrupt"):
+        bundle.load_model(path)
+
+
+def test_a_bundle_without_a_manifest_loads():
+    """Bundles written by hand (or by a tool following the design note) have no manifest."""
+    path = Path("checkpoints/m")
+    write(path, 10)
+    (path / bundle.MANIFEST_FILE).unlink()
+    bundle.load_model(path)
+    bundle.check_resumable(path)
+
+
+def test_a_bundle_from_a_newer_format_is_refused():
+    path = Path("checkpoints/m")
+    write(path, 10)
+    manifest = json.loads((path / bundle.MANIFEST_FILE).read_text())
+    (path / bundle.MANIFEST_FILE).write_text(json.dumps({**manifest, "format_version": 99}))
+    with pytest.raises(MyptError, match="newer mypt"):
+        bundle.get_model_info(path)
+
+
+def _aside(path: Path, kind: str, step: int, complete: bool = True) -> Path:
+    """A copy of a bundle as a save cut short leaves it beside the final path."""
+    scratch = path.with_name(f"scratch{step}")
+    write(scratch, step, seed=step)
+    target = path.with_name(f".{path.name}.{kind}-{step:08x}")
+    os.rename(scratch, target)
+    if not complete:
+        (target / bundle.MANIFEST_FILE).unlink()
+    return target
+
+
+def test_recovery_prefers_the_newest_complete_copy(capsys):
+    path = Path("checkpoints/m")
+    _aside(path, "old", 10)
+    _aside(path, "new", 20)
+    assert bundle.resolve_bundle("m") == path
+    assert "recovered bundle checkpoints/m" in capsys.readouterr().err
+    assert bundle.load_training_state(path)["step"] == 20
+    write(path, 30)  # the next save clears what the interrupted one left
+    assert siblings() == []
+
+
+def test_recovery_ignores_an_incomplete_new_copy():
+    path = Path("checkpoints/m")
+    _aside(path, "old", 10)
+    _aside(path, "new", 20, complete=False)  # killed before its manifest was written
+    assert bundle.is_bundle(path)
+    assert bundle.load_training_state(path)["step"] == 10
+    bundle.verify_bundle(path)
+
+
+def test_an_incomplete_copy_alone_is_not_a_bundle():
+    path = Path("checkpoints/m")
+    _aside(path, "new", 20, complete=False)
+    with pytest.raises(MyptError, match="no bundle at"):
+        bundle.resolve_bundle(path)
+
+
+def test_get_model_info_reads_json_only(monkeypatch):
+    path = Path("checkpoints/m")
+    write(path, 10)
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("get_model_info must not load tensors or hash files")
+
+    monkeypatch.setattr(torch, "load", forbidden)
+    monkeypatch.setattr(bundle, "_sha256_file", forbidden)
+    info = bundle.get_model_info("m")
+    assert info["training_state"]["step"] == 10
+    assert (
+        info["num_params"]
+        == GPT(
+            GPTConfig(**{k: v for k, v in CONFIG.items() if k not in ("batch_size", "device")})
+        ).num_params()
+    )
+    assert set(info["files"]) == {*bundle.BUNDLE_FILES, bundle.MANIFEST_FILE}
+
+
+@pytest.mark.parametrize("name", ["a/b", "..", "../x", "", ".hidden", "a\\b"])
+def test_model_names_that_would_leave_the_checkpoint_folder(name):
+    with pytest.raises(MyptError, match="invalid model name"):
+        bundle.bundle_path(name)

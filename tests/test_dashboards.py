@@ -1,0 +1,117 @@
+"""TensorBoard dashboards and the terminal bar, read back with TensorBoard's own event reader."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from conftest import TINY
+from tensorboard.backend.event_processing.plugin_event_accumulator import EventAccumulator
+from tensorboard.plugins.hparams import plugin_data_pb2
+from tensorboard.util.tensor_util import make_ndarray
+
+from mypt.dashboard import SAMPLE_TAG
+
+# Lightning's own "epoch" scalar repeats a step when a validation and a training log share it
+MYPT_SCALARS = {"train/loss", "val/loss", "lr", "tokens_per_sec", "grad_norm"}
+PROMPT = "Nel mezzo"
+SAMPLE_ARGS = ["--dashboard.prompt", PROMPT, "--dashboard.max_new_tokens", "24", "--dashboard.seed", "7"]
+
+
+def _fit(mypt, text_file, *extra: str):
+    r = mypt("fit", *TINY, "--data.input_file", text_file, "--model_name", "tiny",
+             "--trainer.log_every_n_steps", "5", *SAMPLE_ARGS, *extra)  # fmt: skip
+    assert r.code == 0, r
+    return r
+
+
+def _events() -> EventAccumulator:
+    """The reader TensorBoard's own backend uses: every summary as a tensor, and the steps a resumed
+    run rewrites (SummaryWriter's purge_step) dropped from every tag, text included."""
+    events = EventAccumulator("logs/tiny", size_guidance={"tensors": 0})
+    events.Reload()
+    return events
+
+
+def _tag(tag: str) -> str:
+    return f"{SAMPLE_TAG}/text_summary" if tag == SAMPLE_TAG else tag
+
+
+def _steps(events: EventAccumulator, tag: str) -> list[int]:
+    return [e.step for e in events.Tensors(_tag(tag))]
+
+
+def _values(events: EventAccumulator, tag: str) -> list:
+    return [make_ndarray(e.tensor_proto).item() for e in events.Tensors(_tag(tag))]
+
+
+def test_scalars_text_samples_and_hparams(mypt, text_file):
+    _fit(mypt, text_file, "--trainer.max_steps", "20")
+    events = _events()
+    assert MYPT_SCALARS <= set(events.Tags()["tensors"])
+    logged = [4, 9, 14, 19]  # Lightning logs the metrics of step n+1 at n
+    assert _steps(events, "train/loss") == logged
+    assert _steps(events, "grad_norm") == logged
+    assert all(v > 0 for v in _values(events, "grad_norm"))
+    assert _steps(events, "val/loss") == [9, 19]
+
+    # one sample per validation, at the val/loss step, from the fixed prompt and seed: the last one is
+    # exactly what `mypt generate` samples from the saved bundle with the same settings
+    assert _steps(events, SAMPLE_TAG) == [9, 19]
+    texts = [v.decode() for v in _values(events, SAMPLE_TAG)]
+    assert all(t.startswith("    " + PROMPT) for t in texts)
+    r = mypt("generate", "tiny", "--prompt", PROMPT, "--max_new_tokens", "24", "--temperature", "0.8",
+             "--top_k", "200", "--seed", "7")  # fmt: skip
+    assert r.code == 0, r
+    assert texts[-1] == "\n".join("    " + line for line in r.out.rstrip("\n").split("\n"))
+
+    content = events.PluginTagToContent("hparams")
+    session = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"])
+    hparams = {k: v for k, v in session.session_start_info.hparams.items()}
+    assert hparams["n_layer"].number_value == 2 and hparams["n_embd"].number_value == 32
+    assert hparams["learning_rate"].number_value == 1e-3 and hparams["max_steps"].number_value == 20
+    assert hparams["tokenizer"].string_value == "char"
+    experiment = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"]).experiment
+    assert {m.name.tag for m in experiment.metric_infos} == {"val/loss", "train/loss"}
+
+
+def test_resumed_run_continues_its_curves(mypt, text_file):
+    _fit(mypt, text_file, "--trainer.max_steps", "20")
+    shutil.copytree("checkpoints/tiny", "saved_at_20")
+    _fit(mypt, text_file, "--trainer.max_steps", "30")
+    # a crash after step 30's metrics were written but before its bundle was: back to the step-20 bundle
+    shutil.rmtree("checkpoints/tiny")
+    shutil.copytree("saved_at_20", "checkpoints/tiny")
+    _fit(mypt, text_file, "--trainer.max_steps", "40")
+
+    events = _events()
+    assert len(list(Path("logs/tiny").glob("events.out.tfevents.*"))) == 3  # one folder, three runs
+    for tag in sorted(MYPT_SCALARS - {"tokens_per_sec"}) + [SAMPLE_TAG]:
+        steps = _steps(events, tag)
+        assert steps == sorted(set(steps)), f"{tag} has steps out of order or twice: {steps}"
+    assert _steps(events, "train/loss") == [4, 9, 14, 19, 24, 29, 34, 39]
+    assert _steps(events, "val/loss") == [9, 19, 29, 39]
+    assert _steps(events, SAMPLE_TAG) == [9, 19, 29, 39]
+    tokens_per_sec = _steps(events, "tokens_per_sec")
+    assert tokens_per_sec == sorted(set(tokens_per_sec)) and max(tokens_per_sec) == 39
+
+
+def test_progress_bar_counts_steps_toward_max_steps(mypt, text_file):
+    args = [*TINY, "--trainer.enable_progress_bar", "true", "--dashboard.max_new_tokens", "0"]
+    r = mypt(
+        "fit", *args, "--data.input_file", text_file, "--model_name", "tiny", "--trainer.max_steps", "20"
+    )
+    assert r.code == 0, r
+    final = [line for line in (r.out + r.err).replace("\r", "\n").split("\n") if line.startswith("step")][-1]
+    assert "20/20" in final and "train/loss=" in final and "val/loss=" in final and "tokens/s=" in final
+    r = mypt("fit", *args, "--model_name", "tiny", "--trainer.max_steps", "30")
+    assert r.code == 0, r
+    lines = [line for line in (r.out + r.err).replace("\r", "\n").split("\n") if line.startswith("step")]
+    assert "20/30" in lines[0] and "30/30" in lines[-1]  # a resumed run starts where the bundle stopped
+
+
+def test_a_prompt_outside_the_vocabulary_stops_before_training(mypt, text_file):
+    r = mypt("fit", *TINY, "--data.input_file", text_file, "--model_name", "tiny", "--trainer.max_steps", "5",
+             "--dashboard.prompt", "§", "--dashboard.max_new_tokens", "10")  # fmt: skip
+    assert r.code == 2 and r.err.startswith("mypt: error: --dashboard.prompt:") and "'§'" in r.err
+    assert not Path("checkpoints/tiny").exists()

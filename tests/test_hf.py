@@ -1,0 +1,157 @@
+"""The Hugging Face bridge through `mypt export` and `mypt fit --model.init_from`: equal logits both ways."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import TINY
+
+from mypt import bundle, load_model
+from mypt.tokenizer import GPT2_PADDED_VOCAB_SIZE, GPT2_VOCAB_SIZE
+
+transformers = pytest.importorskip("transformers")
+pytest.importorskip("safetensors")
+
+
+def _logits_both(bundle_path: str | Path, hf_dir: Path, ids: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    model, _, _ = load_model(bundle_path)
+    hf_model = transformers.GPT2LMHeadModel.from_pretrained(hf_dir)
+    hf_model.eval()
+    idx = torch.tensor([ids])
+    with torch.no_grad():
+        ours, _ = model(idx, idx)  # with targets: logits at every position
+        theirs = hf_model(idx).logits
+    return ours, theirs
+
+
+def _small_gpt2(path: Path, activation: str = "gelu") -> transformers.GPT2LMHeadModel:
+    """A GPT-2 that transformers builds and saves locally: the test never downloads anything."""
+    torch.manual_seed(0)
+    config = transformers.GPT2Config(
+        n_layer=2,
+        n_embd=32,
+        n_head=2,
+        vocab_size=GPT2_VOCAB_SIZE,
+        n_positions=64,
+        activation_function=activation,
+    )
+    model = transformers.GPT2LMHeadModel(config)
+    with torch.no_grad():  # non-zero biases and LayerNorm parameters, so the mapping of each one matters
+        for name, param in model.named_parameters():
+            if name.endswith("bias") or ".ln_" in name:
+                param.add_(torch.randn_like(param) * 0.1)
+    model.save_pretrained(path)
+    return model
+
+
+def test_export_char_bundle_gives_equal_logits_and_imports_back(mypt, text_file):
+    r = mypt(
+        "fit", *TINY, "--data.input_file", text_file, "--model_name", "tiny", "--trainer.max_steps", "10"
+    )
+    assert r.code == 0, r
+    r = mypt("export", "checkpoints/tiny", "--format", "hf", "out")
+    assert r.code == 0, r
+    assert {"config.json", "model.safetensors", "mypt_tokenizer.json"} <= {
+        p.name for p in Path("out").iterdir()
+    }
+    hf_config = json.loads(Path("out/config.json").read_text())
+    assert hf_config["model_type"] == "gpt2" and hf_config["activation_function"] == "gelu"
+    assert hf_config["vocab_size"] == bundle.load_config(Path("checkpoints/tiny"))["vocab_size"]
+    _, tokenizer, _ = load_model("tiny")
+    ids = tokenizer.encode("Nel mezzo del cam")[:16]
+    ours, theirs = _logits_both("checkpoints/tiny", Path("out"), ids)
+    torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=0)
+
+    # back into mypt: fine-tune from the exported folder; the converted parent keeps the weights exactly
+    r = mypt("fit", *TINY, "--data.input_file", text_file, "--model.init_from", "out", "--model_name", "again",
+             "--trainer.max_steps", "2")  # fmt: skip
+    assert r.code == 0, r
+    original = bundle.load_model_state(Path("checkpoints/tiny"))
+    converted = bundle.load_model_state(Path("checkpoints/out-hf"))
+    assert original.keys() == converted.keys()  # bias=False came back as bias=False
+    assert all(torch.equal(original[k], converted[k]) for k in original)
+    assert bundle.read_json(Path("checkpoints/out-hf/tokenizer.json")) == tokenizer.to_dict()
+    child = bundle.load_training_state(Path("checkpoints/again"))
+    assert child["init_from"] == {"path": "checkpoints/out-hf", "step": 0}
+
+
+def test_export_gpt2_bundle_keeps_the_real_vocabulary_and_tokenizer(mypt, text_file):
+    r = mypt("fit", *TINY, "--data.input_file", text_file, "--data.tokenizer", "gpt2", "--model.bias", "true",
+             "--model_name", "bpe", "--trainer.max_steps", "2")  # fmt: skip
+    assert r.code == 0, r
+    r = mypt("export", "bpe", "out")
+    assert r.code == 0, r
+    assert json.loads(Path("out/config.json").read_text())["vocab_size"] == GPT2_VOCAB_SIZE
+    _, tokenizer, config = load_model("bpe")
+    assert config["vocab_size"] == GPT2_PADDED_VOCAB_SIZE
+    hf_tokenizer = transformers.AutoTokenizer.from_pretrained("out")
+    text = "Nel mezzo del cammin di nostra vita"
+    assert hf_tokenizer.encode(text) == tokenizer.encode(text)
+    ours, theirs = _logits_both("bpe", Path("out"), tokenizer.encode(text))
+    torch.testing.assert_close(ours[..., :GPT2_VOCAB_SIZE], theirs, atol=1e-5, rtol=0)
+
+
+def test_fine_tune_from_a_local_gpt2_folder(mypt, text_file):
+    hf_model = _small_gpt2(Path("small-gpt2"))
+    r = mypt("fit", "--model.init_from", "small-gpt2", "--model_name", "ft", "--data.input_file", text_file,
+             "--data.tokenizer", "gpt2", "--data.batch_size", "2", "--trainer.max_steps", "2",
+             "--trainer.limit_val_batches", "1", "--trainer.enable_progress_bar", "false")  # fmt: skip
+    assert r.code == 0, r
+    parent = Path("checkpoints/small-gpt2-hf")
+    config = bundle.load_config(parent)
+    assert (config["n_layer"], config["n_embd"], config["n_head"], config["block_size"]) == (2, 32, 2, 64)
+    assert config["vocab_size"] == GPT2_PADDED_VOCAB_SIZE and config["bias"] is True
+    model, tokenizer, _ = load_model(parent)
+    idx = torch.tensor([tokenizer.encode("Nel mezzo del cammin di nostra vita")])
+    with torch.no_grad():
+        ours, _ = model(idx, idx)
+        theirs = hf_model.eval()(idx).logits
+    torch.testing.assert_close(ours[..., :GPT2_VOCAB_SIZE], theirs, atol=1e-5, rtol=0)
+    # the padding rows can never outrank a real token, for any input
+    assert ours[..., GPT2_VOCAB_SIZE:].max() < theirs.min() - 100
+
+    child = bundle.load_training_state(Path("checkpoints/ft"))
+    assert child["init_from"]["path"] == str(parent) and child["step"] == 2
+    assert bundle.load_training_state(parent)["imported_from"] == "small-gpt2"
+    listing = mypt("list").out
+    assert "hf:small-gpt2" in listing and f"{parent}@0" in listing
+
+
+def test_tanh_gelu_models_import_with_a_stated_gap(tmp_path, capsys):
+    from mypt.hf import import_hf
+
+    hf_model = _small_gpt2(tmp_path / "tanh", activation="gelu_new")
+    import_hf(str(tmp_path / "tanh"), tmp_path / "checkpoints" / "tanh")
+    assert "tanh approximation of GELU" in capsys.readouterr().err
+    model, _, _ = load_model(tmp_path / "checkpoints" / "tanh")
+    idx = torch.arange(20).unsqueeze(0)
+    with torch.no_grad():
+        ours, _ = model(idx, idx)
+        theirs = hf_model.eval()(idx).logits
+    torch.testing.assert_close(ours[..., :GPT2_VOCAB_SIZE], theirs, atol=1e-2, rtol=0)
+
+
+def test_export_errors_are_one_line(mypt, text_file, monkeypatch):
+    assert (
+        mypt(
+            "fit", *TINY, "--data.input_file", text_file, "--model_name", "tiny", "--trainer.max_steps", "2"
+        ).code
+        == 0
+    )
+    Path("taken").mkdir()
+    Path("taken/file").write_text("x")
+    r = mypt("export", "tiny", "taken")
+    assert r.code == 2 and r.err.startswith("mypt: error: taken exists and is not empty")
+    r = mypt("export", "nothing_here", "out")
+    assert r.code == 2 and "no bundle at nothing_here" in r.err
+
+    monkeypatch.setitem(sys.modules, "transformers", None)  # as if the hf extra were not installed
+    r = mypt("export", "tiny", "out")
+    assert r.code == 2 and r.err.count("\n") == 1 and "pip install mypt[hf]" in r.err
+    assert not Path("out").exists()
+    r = mypt("fit", "--model.init_from", "gpt2", "--model_name", "x", "--data.input_file", text_file)
+    assert r.code == 2 and "pip install mypt[hf]" in r.err and "Traceback" not in r.err

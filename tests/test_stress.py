@@ -1,0 +1,43 @@
+"""The long crash test (`make stress`): SIGKILL a training run again and again, at random instants,
+half of them aimed at a save in progress; every survivor bundle must load, its files must agree on
+the step, and the next run must resume from it and train on."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from conftest import TINY
+from test_faults import assert_consistent_bundle, kill_and_check
+
+KILLS = 24
+# a model big enough that a save takes measurable time (model.pt ~0.8 MB, optimizer.pt ~1.6 MB),
+# saved at every step, so random kills often land inside a save
+STRESS_RUN = [
+    *TINY, "--model.n_layer", "4", "--model.n_head", "4", "--model.n_embd", "64",
+    "--dashboard.max_new_tokens", "0", "--trainer.max_steps", "100000",
+    "--trainer.val_check_interval", "1", "--trainer.limit_val_batches", "1", "--model_name", "stress",
+]  # fmt: skip
+
+
+@pytest.mark.stress
+def test_random_sigkills_always_leave_a_resumable_bundle(mypt, text_file, tmp_path, capsys):
+    rng = random.Random(20240601)
+    path = tmp_path / "checkpoints" / "stress"
+    args = [*STRESS_RUN, "--data.input_file", str(text_file)]
+    survived, in_save, steps = 0, 0, []
+    for _ in range(KILLS):
+        step, caught_save = kill_and_check(path, args, tmp_path, rng, during_save=rng.random() < 0.5)
+        assert not steps or step >= steps[-1], (steps, step)  # never goes back to an older bundle
+        steps.append(step)
+        survived += 1
+        in_save += caught_save
+    r = mypt("fit", "--ckpt_path", "checkpoints/stress", "--trainer.max_steps", steps[-1] + 3)
+    assert r.code == 0, r
+    assert assert_consistent_bundle(path) == steps[-1] + 3
+    with capsys.disabled():
+        print(
+            f"\nstress: {survived}/{KILLS} kills survived ({in_save} landed inside a save); "
+            f"bundle steps after each kill: {steps}; resumed and trained on to step {steps[-1] + 3}"
+        )
+    assert in_save >= 1
