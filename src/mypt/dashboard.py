@@ -15,6 +15,7 @@ with loss, tokens/s and the time left.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import lightning.pytorch as pl
@@ -160,6 +161,9 @@ def _tensorboard_writers(trainer: pl.Trainer) -> list:
 class StepProgressBar(TQDMProgressBar):
     """TQDM bar over optimizer steps: `step 1200/2000 [02:10<01:27, train/loss=1.52, tokens/s=18.7k]`."""
 
+    MIN_INTERVAL_S = 0.25
+    _last_draw = 0.0
+
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         super().on_train_start(trainer, pl_module)
         self._count_steps(trainer)  # a resumed run re-enters its epoch without on_train_epoch_start
@@ -180,7 +184,12 @@ class StepProgressBar(TQDMProgressBar):
     ) -> None:
         bar = self.train_progress_bar
         step = trainer.global_step
-        if bar is not None and not bar.disable and self._should_update(step, bar.total):
+        if bar is None or bar.disable or not self._should_update(step, bar.total):
+            return
+        now = time.monotonic()
+        if now - self._last_draw >= self.MIN_INTERVAL_S or step == bar.total:
+            # redrawing costs about a millisecond: a few times a second is all a person can read
+            self._last_draw = now
             bar.n = step
             bar.set_postfix(self.get_metrics(trainer, pl_module), refresh=False)
             bar.refresh()

@@ -88,7 +88,9 @@ class GPTModule(pl.LightningModule):
             self.model.load_state_dict(build_model(parent, load_config(parent)).state_dict())
         self.lr_segments: list[dict] | None = None  # the LR schedule; see mypt.schedule
         self._peak_flops: float | None = None
-        self._timer: tuple[float, int] | None = None
+        self._timer: tuple[float, int] | None = None  # (time, step) of the last throughput reading
+        self._validation_started: float | None = None
+        self._validation_time = 0.0  # seconds of evaluation since the last reading
 
     def configure_model(self) -> None:
         if self.hparams.compile:
@@ -138,7 +140,7 @@ class GPTModule(pl.LightningModule):
             x, _ = batch
             tokens = (step - self._timer[1]) * x.numel() * self.trainer.accumulate_grad_batches
             tokens *= self.trainer.world_size
-            tokens_per_sec = tokens / (now - self._timer[0])
+            tokens_per_sec = tokens / max(now - self._timer[0] - self._validation_time, 1e-9)
             self.log("tokens_per_sec", tokens_per_sec, prog_bar=True)
             if self._peak_flops:
                 mfu = (
@@ -148,6 +150,16 @@ class GPTModule(pl.LightningModule):
                 )
                 self.log("mfu", mfu)
         self._timer = (now, step)
+        self._validation_time = 0.0
+
+    def on_validation_start(self) -> None:
+        self._validation_started = time.perf_counter()
+
+    def on_validation_end(self) -> None:
+        # tokens_per_sec measures training steps, not the evaluations between them
+        if self._validation_started is not None:
+            self._validation_time += time.perf_counter() - self._validation_started
+            self._validation_started = None
 
     # -- optimizer and schedule -------------------------------------------------------------
 

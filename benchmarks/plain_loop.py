@@ -1,0 +1,128 @@
+"""The yardstick: a hand-written PyTorch training loop, as nanoGPT's train.py, with no framework.
+
+It trains the same `mypt.model.GPT` on the same batches (`mypt.data.RandomWindows`), with the same
+AdamW parameter groups, learning-rate schedule, gradient clipping and validation windows as
+`mypt fit`, so any difference in speed or loss is the cost (or the bug) of the framework around it.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mypt.data import FixedWindows, RandomWindows
+from mypt.model import GPT, GPTConfig
+from mypt.schedule import lr_at, new_schedule
+from mypt.token_cache import load_tokens
+
+# what `mypt fit` uses unless told otherwise (mypt.train_cli.TRAINER_DEFAULTS, GPTModule defaults)
+GRAD_CLIP = 1.0
+HPARAMS = {"weight_decay": 0.1, "beta1": 0.9, "beta2": 0.99, "min_lr_ratio": 0.1}
+
+
+def split_tokens(
+    input_file: str, tokenizer: str, train_split: float = 0.9
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """(train tokens, val tokens, vocab size) exactly as TextDataModule.setup splits them."""
+    cache = load_tokens(input_file, tokenizer)
+    n_train = int(len(cache.tokens) * train_split)
+    return cache.tokens[:n_train], cache.tokens[n_train:], cache.tokenizer.vocab_size
+
+
+def adamw(model: torch.nn.Module, lr: float, impl: str = "fused") -> torch.optim.AdamW:
+    """AdamW with weight decay on matrices only, as GPTModule.configure_optimizers builds it."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for p in params if p.dim() >= 2], "weight_decay": HPARAMS["weight_decay"]},
+        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+    ]
+    kwargs = {"fused": True} if impl == "fused" else {"foreach": impl == "foreach"}
+    return torch.optim.AdamW(groups, lr=lr, betas=(HPARAMS["beta1"], HPARAMS["beta2"]), **kwargs)
+
+
+class PlainTrainer:
+    """One training run driven step by step, so a benchmark can interleave it with another."""
+
+    def __init__(
+        self,
+        config: GPTConfig,
+        train_tokens: np.ndarray,
+        val_tokens: np.ndarray,
+        *,
+        batch_size: int,
+        max_steps: int,
+        learning_rate: float = 1e-3,
+        warmup_steps: int = 100,
+        val_interval: int = 250,
+        val_batches: int = 20,
+        seed: int = 1337,
+        optimizer_impl: str = "fused",  # what GPTModule's "auto" picks on CPU and CUDA
+        compile: bool = False,
+        device: str = "cpu",
+        bf16: bool = False,
+        save_dir: Path | None = None,
+    ) -> None:
+        torch.manual_seed(seed)  # the same initial weights as `mypt fit` with seed_everything: SEED
+        self.device = torch.device(device)
+        self.model = GPT(config).to(self.device)
+        self.model.train()
+        self.autocast = lambda: torch.autocast(self.device.type, torch.bfloat16, enabled=bf16)
+        self.forward = torch.compile(self.model) if compile else self.model
+        self.optimizer = adamw(self.model, learning_rate, optimizer_impl)
+        self.schedule = new_schedule(max_steps, learning_rate, HPARAMS["min_lr_ratio"], warmup_steps)
+        self.batches = iter(RandomWindows(train_tokens, batch_size, config.block_size, seed))
+        self.val = FixedWindows(val_tokens, batch_size, config.block_size, seed, val_batches)
+        self.val_interval, self.save_dir = val_interval, save_dir
+        self.step_count = 0
+        self.tokens_per_step = batch_size * config.block_size
+        self.losses: list[tuple[int, float]] = []  # (step, train loss) every 10 steps
+        self.val_losses: list[tuple[int, float]] = []
+
+    def step(self) -> None:
+        """One optimizer step; validates (and saves, like mypt) every val_interval steps."""
+        lr = lr_at(self.step_count, self.schedule)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        x, y = (t.to(self.device, non_blocking=True) for t in next(self.batches))
+        with self.autocast():
+            _, loss = self.forward(x, y)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), GRAD_CLIP)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step_count += 1
+        if self.step_count % 10 == 0:
+            self.losses.append((self.step_count, loss.item()))
+        if self.val_interval and self.step_count % self.val_interval == 0:
+            self.val_losses.append((self.step_count, self.evaluate()))
+            if self.save_dir is not None:
+                self.save(self.save_dir / "plain.pt")
+
+    @torch.no_grad()
+    def evaluate(self) -> float:
+        self.model.eval()
+        losses = []
+        for i in range(len(self.val)):
+            x, y = (t.to(self.device) for t in self.val[i])
+            with self.autocast():
+                losses.append(self.forward(x, y)[1].item())
+        self.model.train()
+        return float(np.mean(losses))
+
+    def save(self, path: Path) -> None:
+        """nanoGPT's checkpoint: one torch.save of model and optimizer state."""
+        torch.save({"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict()}, path)
+
+    def timed_steps(self, n: int) -> list[tuple[float, float]]:
+        """(wall seconds, CPU seconds of this process) taken by each of the next n steps."""
+        times = []
+        for _ in range(n):
+            wall, cpu = time.perf_counter(), time.process_time()
+            self.step()
+            if self.device.type == "cuda":
+                torch.cuda.synchronize()
+            times.append((time.perf_counter() - wall, time.process_time() - cpu))
+        return times

@@ -1,0 +1,266 @@
+"""`make bench`: mypt's speed, side by side with plain PyTorch, as a table and a JSON file.
+
+    python benchmarks/run.py            # every figure on this machine's CPU (under 10 minutes on 2 cores)
+    python benchmarks/run.py --quick    # tiny settings: checks that the harness runs (seconds, not figures)
+    python benchmarks/run.py --gpu      # GPT-2 124M on a CUDA GPU: bf16, compile, fused AdamW, MFU
+
+What each figure means and the latest results are in docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+from common import REPO, find_text
+from generation import generation_speed
+from storage import checkpoint_cost, data_cost, inspect_cost
+from training import compare
+
+from mypt.model import GPT, GPTConfig
+from mypt.module import device_peak_flops
+from mypt.tokenizer import CharTokenizer, GPT2Tokenizer
+
+CONFIGS = REPO / "configs"
+HERE = Path(__file__).resolve().parent
+
+# steps, block (steps per turn), warm-up steps dropped: full run / --quick
+FULL = {"cpu": (220, 20, 40), "gpt2": (50, 10, 10), "compile": (160, 20, 60), "rss_steps": 100}
+QUICK = {"cpu": (24, 6, 2), "gpt2": (6, 3, 1), "compile": None, "rss_steps": 6}
+
+
+def machine() -> dict:
+    cpu = platform.processor() or platform.machine()
+    try:
+        names = [ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")]
+        cpu = names[0] if names else cpu
+    except OSError:
+        pass
+    info = {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
+    }
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
+# -- the sections ------------------------------------------------------------------------------
+
+
+def training_section(quick: bool) -> dict:
+    plan = QUICK if quick else FULL
+    guests = {"plain": {}, "plain_again": {}}  # two identical loops: their ratio is the noise floor
+    if not quick:
+        guests |= {
+            "plain_foreach": {"optimizer_impl": "foreach"},
+            "plain_forloop": {"optimizer_impl": "for-loop"},
+        }
+    out = {"cpu_config": compare(CONFIGS / "dante_cpu.yaml", *plan["cpu"], guests=guests)}
+    out["gpt2_config"] = compare(CONFIGS / "shakespeare_gpt2.yaml", *plan["gpt2"], guests={"plain": {}})
+    if plan["compile"]:
+        out["compile"] = compare(
+            CONFIGS / "dante_cpu.yaml",
+            *plan["compile"],
+            guests={"plain": {}, "plain_compiled": {"compile": True}},
+            mypt_args=("--model.compile", "true"),
+        )
+    rss = {}
+    for kind in ("mypt", "plain"):
+        command = [sys.executable, str(HERE / "training.py"), "rss", kind, str(CONFIGS / "dante_cpu.yaml")]
+        result = subprocess.run(
+            [*command, str(plan["rss_steps"])], capture_output=True, text=True, check=True
+        )
+        rss[kind] = float(result.stdout.strip().splitlines()[-1])
+    out["peak_rss_mb"] = rss
+    return out
+
+
+def storage_section(quick: bool) -> dict:
+    # the design note's model (configs/dante.yaml), and for inspect a ~500 MB GPT (120M parameters)
+    dante = GPTConfig(block_size=256, vocab_size=80, n_layer=6, n_head=6, n_embd=384)
+    large = GPTConfig(block_size=1024, vocab_size=50304, n_layer=6, n_head=16, n_embd=1024)
+    if quick:
+        dante = large = GPTConfig(block_size=32, vocab_size=80, n_layer=2, n_head=2, n_embd=64)
+    return {
+        "checkpoint": checkpoint_cost(dante, repeats=1 if quick else 5),
+        "inspect": inspect_cost(large, repeats=1 if quick else 3),
+        "data": data_cost((1,) if quick else (25, 50)),
+    }
+
+
+def generation_section(quick: bool) -> dict:
+    text = find_text("divina_commedia.txt").read_text()
+    char = CharTokenizer(sorted(set(text)))
+    cfg = {"block_size": 64, "n_layer": 4, "n_head": 4, "n_embd": 128}  # configs/dante_cpu.yaml
+    n = 20 if quick else 300
+    return {
+        "char": generation_speed(GPTConfig(vocab_size=char.vocab_size, **cfg), char, n, repeats=3),
+        "gpt2": generation_speed(GPTConfig(vocab_size=50304, **cfg), GPT2Tokenizer(), n // 3, repeats=3),
+    }
+
+
+def gpu_section(quick: bool) -> dict:
+    """GPT-2 124M, bf16-mixed, compiled, fused AdamW: mypt against the plain loop, and MFU."""
+    if not torch.cuda.is_available():
+        return {"skipped": "no CUDA GPU on this machine"}
+    steps = (30, 10, 10) if quick else (200, 20, 40)
+    plain = {"device": "cuda", "bf16": True, "compile": True, "optimizer_impl": "fused"}
+    result = compare(HERE / "gpt2_124m.yaml", *steps, guests={"plain": plain})
+    config = GPTConfig(block_size=1024, vocab_size=50304, n_layer=12, n_head=12, n_embd=768)
+    with torch.device("meta"):  # the arithmetic only: no weights allocated
+        flops = GPT(config).flops_per_token()
+    peak = device_peak_flops(torch.device("cuda", 0))
+    for row in result.values():
+        row["mfu"] = flops * row["tokens_per_sec"] / peak if peak else None
+    return {"gpt2_124m": result, "device": torch.cuda.get_device_name(0), "peak_flops": peak}
+
+
+# -- the table ---------------------------------------------------------------------------------
+
+
+def table(results: dict) -> list[tuple[str, str, str]]:
+    """(figure, value, target and verdict) rows."""
+    rows: list[tuple[str, str, str]] = []
+
+    def verdict(ok: bool, target: str) -> str:
+        return f"{target}: {'met' if ok else 'NOT MET'}"
+
+    t = results.get("training")
+    if t:
+        for name, label in (("cpu_config", "CPU config (char)"), ("gpt2_config", "GPT-2 tokenizer config")):
+            r = t[name]
+            ratio = r["mypt"]["tokens_per_sec"] / r["plain"]["tokens_per_sec"]
+            cpu_ratio = r["mypt"]["cpu_tokens_per_sec"] / r["plain"]["cpu_tokens_per_sec"]
+            rows.append((f"train {label}: mypt tokens/s", f"{r['mypt']['tokens_per_sec']:,.0f}", ""))
+            rows.append((f"train {label}: plain loop tokens/s", f"{r['plain']['tokens_per_sec']:,.0f}", ""))
+            target = verdict(ratio >= 0.97, ">= 0.97") if name == "cpu_config" else ""
+            rows.append((f"train {label}: mypt/plain (wall)", f"{ratio:.3f}", target))
+            rows.append((f"train {label}: mypt/plain (CPU time)", f"{cpu_ratio:.3f}", ""))
+            mean = r["mypt"]["mean_tokens_per_sec"] / r["plain"]["mean_tokens_per_sec"]
+            rows.append((f"train {label}: mypt/plain, mean incl. eval+save", f"{mean:.3f}", ""))
+        r = t["cpu_config"]
+        noise = r["plain_again"]["tokens_per_sec"] / r["plain"]["tokens_per_sec"]
+        rows.append(("noise floor: plain/identical plain (wall)", f"{noise:.3f}", "1.000 on a quiet machine"))
+        for impl in ("foreach", "forloop"):
+            if f"plain_{impl}" in r:
+                speed = r[f"plain_{impl}"]["tokens_per_sec"] / r["plain"]["tokens_per_sec"]
+                rows.append((f"AdamW {impl} / fused (plain loop)", f"{speed:.3f}", ""))
+        if "compile" in t:
+            c = t["compile"]
+            speed = c["plain_compiled"]["tokens_per_sec"] / c["plain"]["tokens_per_sec"]
+            rows.append(
+                ("torch.compile / eager (plain loop)", f"{speed:.3f}", verdict(speed >= 1.3, ">= 1.3"))
+            )
+            mypt = c["mypt"]["tokens_per_sec"] / c["plain"]["tokens_per_sec"]
+            rows.append(("mypt compiled / plain eager", f"{mypt:.3f}", ""))
+        rss = t["peak_rss_mb"]
+        rows.append(("peak RSS MB: mypt fit / plain loop", f"{rss['mypt']:.0f} / {rss['plain']:.0f}", ""))
+    s = results.get("storage")
+    if s:
+        c = s["checkpoint"]
+        rows.append(("bundle write s / torch.save s", f"{c['bundle_write_s']:.3f} / {c['torch_save_s']:.3f}",
+                     verdict(c["write_ratio"] <= 1.10, "ratio <= 1.10") + f" ({c['write_ratio']:.2f})"))  # fmt: skip
+        rows.append(("bundle read s / torch.load s", f"{c['bundle_read_s']:.3f} / {c['torch_load_s']:.3f}",
+                     f"ratio {c['read_ratio']:.2f}"))  # fmt: skip
+        rows.append(
+            ("bundle bytes / torch.save bytes", f"{c['bundle_bytes']:,} / {c['torch_save_bytes']:,}", "")
+        )
+        i = s["inspect"]
+        mb = i["large_bytes"] / 1e6
+        rows.append((f"get_model_info, {mb:.0f} MB bundle (s)", f"{i['large_get_model_info_s']:.4f}",
+                     verdict(i["large_get_model_info_s"] < 0.5, "< 0.5 s")))  # fmt: skip
+        rows.append((f"mypt inspect, {mb:.0f} MB / tiny bundle (s)",
+                     f"{i['large_mypt_inspect_s']:.2f} / {i['tiny_mypt_inspect_s']:.2f}",
+                     "same: weights not read; the rest is Python+torch start-up"))  # fmt: skip
+        for key, d in s["data"].items():
+            rows.append((f"tokenise {key} (MB/s)", f"{d['tokenise_mb_per_s']:.1f}", ""))
+            rows.append((f"cached load {key}: s (speedup)", f"{d['cached_s']:.3f} ({d['speedup']:.0f}x)",
+                         verdict(d["speedup"] >= 20, ">= 20x")))  # fmt: skip
+            rows.append((f"peak RSS {key}: first / cached load (MB over imports)",
+                         f"{max(0.0, d['first_peak_rss_mb'] - d['import_rss_mb']):.0f} / "
+                         f"{max(0.0, d['cached_peak_rss_mb'] - d['import_rss_mb']):.0f}",
+                         f"token array {d['array_mb']:.0f} MB"))  # fmt: skip
+    g = results.get("generation")
+    if g:
+        for kind, r in g.items():
+            rows.append(
+                (f"generate tokens/s ({kind}, CPU config)", f"{r['tokens_per_sec']:.0f}", "no KV cache")
+            )
+    gpu = results.get("gpu")
+    if gpu and "skipped" not in gpu:
+        r = gpu["gpt2_124m"]
+        for name in ("mypt", "plain"):
+            mfu = r[name]["mfu"]
+            rows.append((f"GPU GPT-2 124M {name} tokens/s (MFU)",
+                         f"{r[name]['tokens_per_sec']:,.0f} ({mfu:.1%})" if mfu else f"{r[name]['tokens_per_sec']:,.0f}", ""))  # fmt: skip
+        ratio = r["mypt"]["tokens_per_sec"] / r["plain"]["tokens_per_sec"]
+        rows.append(("GPU mypt/plain", f"{ratio:.3f}", ""))
+    return rows
+
+
+def print_table(rows: list[tuple[str, str, str]]) -> None:
+    w0 = max(len(r[0]) for r in rows)
+    w1 = max(len(r[1]) for r in rows)
+    for name, value, note in rows:
+        print(f"{name.ljust(w0)}  {value.rjust(w1)}  {note}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="tiny settings: a smoke test of the harness")
+    parser.add_argument(
+        "--gpu", action="store_true", help="the GPU benchmark (GPT-2 124M) instead of the CPU one"
+    )
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's own choice)")
+    parser.add_argument("--only", choices=("training", "storage", "generation"), action="append")
+    parser.add_argument("--out", type=Path, default=HERE / "results" / "latest.json", help="JSON output")
+    args = parser.parse_args(argv)
+    if args.threads or args.quick:
+        torch.set_num_threads(args.threads or 1)  # --quick checks the harness, not the figures
+        os.environ["OMP_NUM_THREADS"] = str(args.threads or 1)  # and for the child processes
+    started = time.perf_counter()
+    results: dict = {"machine": machine(), "quick": args.quick}
+    if args.gpu:
+        results["gpu"] = gpu_section(args.quick)
+        if "skipped" in results["gpu"]:
+            print(f"bench-gpu: skipped: {results['gpu']['skipped']} (run `make bench` for the CPU figures)")
+    else:
+        sections = {
+            "training": training_section,
+            "storage": storage_section,
+            "generation": generation_section,
+        }
+        for name, section in sections.items():
+            if not args.only or name in args.only:
+                print(f"benchmark: {name} ...", file=sys.stderr, flush=True)
+                start = time.perf_counter()
+                results[name] = section(args.quick)
+                results.setdefault("section_seconds", {})[name] = time.perf_counter() - start
+    results["seconds"] = time.perf_counter() - started
+    results["machine"]["load_average_end"] = os.getloadavg() if hasattr(os, "getloadavg") else None
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    rows = table(results)
+    if rows:
+        print_table(rows)
+    print(f"({results['seconds']:.0f} s; JSON in {args.out})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
