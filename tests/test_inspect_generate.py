@@ -90,3 +90,11 @@ def test_generate_a_bundle_trained_elsewhere(mypt, trained):
     (trained / "manifest.json").unlink()  # the manifest would (rightly) flag the edit
     r = run_mypt_subprocess("generate", "dante", "--max_new_tokens", "5", "--seed", "0", cwd=Path.cwd())
     assert r.code == 0, r
+
+
+def test_predict_samples_each_prompt(mypt, trained):
+    r = mypt("predict", "--ckpt_path", "checkpoints/dante", "--data.prompts", '["Nel mezzo", "Amor"]',
+             "--trainer.enable_progress_bar", "false")  # fmt: skip
+    assert r.code == 0, r
+    assert "Nel mezzo" in r.out and "\nAmor" in r.out
+    assert r.out.index("Nel mezzo") < r.out.index("\nAmor")

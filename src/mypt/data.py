@@ -100,6 +100,7 @@ class TextDataModule(pl.LightningDataModule):
         sha256: str | None = None,
         tokenizer_file: str | None = None,
         cache_dir: str | None = None,
+        prompts: list[str] | None = None,
     ) -> None:
         """A UTF-8 text file, tokenised once and served as random windows.
 
@@ -114,6 +115,7 @@ class TextDataModule(pl.LightningDataModule):
             sha256: Expected sha256 of the downloaded file.
             tokenizer_file: A saved tokenizer.json to use instead of building one (resume, fine-tune).
             cache_dir: Folder of the token cache (default ``$MYPT_CACHE_DIR`` or ``~/.cache/mypt/tokens``).
+            prompts: Texts that ``mypt predict`` continues, one sample each (default: one newline).
         """
         super().__init__()
         self.save_hyperparameters()
@@ -127,6 +129,7 @@ class TextDataModule(pl.LightningDataModule):
         self.sha256 = sha256
         self.tokenizer_file = tokenizer_file
         self.cache_dir = cache_dir
+        self.prompts = prompts
         self._cache: TokenCache | None = None
         self._train: RandomWindows | None = None
 
@@ -244,3 +247,6 @@ class TextDataModule(pl.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self.val_dataloader()
+
+    def predict_dataloader(self) -> DataLoader:
+        return DataLoader(self.prompts or ["\n"], batch_size=None)

@@ -11,6 +11,7 @@ import torch
 from mypt.bundle import build_model, load_config, resolve_bundle
 from mypt.errors import MyptError
 from mypt.model import GPT, GPTConfig
+from mypt.sampling import sample
 from mypt.schedule import continue_schedule, lr_at, new_schedule
 
 # bf16 dense peak FLOP/s per device, for MFU; devices not listed log no MFU
@@ -129,6 +130,10 @@ class GPTModule(pl.LightningModule):
 
     def test_step(self, batch, batch_idx: int) -> None:
         self.log("test/loss", self._loss(batch), sync_dist=True)
+
+    def predict_step(self, prompt: str, batch_idx: int) -> str:
+        """A sample continuing `prompt` (the same function as `mypt generate`, seeded by prompt index)."""
+        return sample(self.model, self.trainer.datamodule.tokenizer, prompt, seed=batch_idx)
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
         """Throughput (and MFU on a known GPU) over the steps since the last logged step."""

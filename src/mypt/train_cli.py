@@ -236,6 +236,11 @@ class MyptCLI(LightningCLI):
             )
             raise SystemExit(128 + saver.stop_signal)
 
+    def predict(self, model: GPTModule, datamodule: TextDataModule, **kwargs: Any) -> None:
+        """Lightning's predict, with the samples printed (one per --data.prompts entry)."""
+        for text in self.trainer.predict(model, datamodule=datamodule, **kwargs) or []:
+            print(text)
+
 
 def _has_progress_bar(config_init) -> bool:
     """Whether --trainer.callbacks already holds a progress bar (Lightning accepts only one)."""
