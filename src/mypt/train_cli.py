@@ -213,7 +213,8 @@ class MyptCLI(LightningCLI):
         user_callbacks = user_callbacks if isinstance(user_callbacks, list) else [user_callbacks]
         callbacks = [*user_callbacks, *(kwargs.pop("callbacks", []) or [])]
         callbacks.append(BundleCheckpoint(dirpath, command_line=self.command_line))
-        if cfg.trainer.get("enable_progress_bar") is not False and not _has_progress_bar(self.config_init):
+        has_bar = any(isinstance(c, ProgressBar) for c in callbacks)  # Lightning accepts only one
+        if cfg.trainer.get("enable_progress_bar") is not False and not has_bar:
             callbacks.append(StepProgressBar())
         try:
             return super().instantiate_trainer(callbacks=callbacks, **kwargs)
@@ -242,12 +243,6 @@ class MyptCLI(LightningCLI):
             print(text)
 
 
-def _has_progress_bar(config_init) -> bool:
-    """Whether --trainer.callbacks already holds a progress bar (Lightning accepts only one)."""
-    user_callbacks = config_init[config_init.subcommand].trainer.get("callbacks") or []
-    return any(isinstance(c, ProgressBar) for c in user_callbacks)
-
-
 def _architecture_defaults(config: dict, keys: tuple[str, ...]) -> dict[str, Any]:
     defaults = {f"model.{k}": config[k] for k in keys if k in config}
     defaults.update({f"data.{k}": config[k] for k in DATA_ARCHITECTURE_KEYS if k in config})
@@ -271,7 +266,7 @@ def _flat_settings(cfg) -> dict[str, Any]:
     }
     values.update({f"model.{k}": v for k, v in vars(cfg.model).items() if k not in ARCHITECTURE_KEYS})
     values.update({f"data.{k}": cfg.data.get(k) for k in ("input_file", "train_split", "seed")})
-    return values  # fmt: skip
+    return values
 
 
 def resume_report(source: Path, saved: dict, cfg) -> str:
