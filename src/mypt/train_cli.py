@@ -223,7 +223,7 @@ class MyptCLI(LightningCLI):
             raise MyptError(" ".join(str(e).split())) from None
 
     def before_fit(self) -> None:
-        if self.resume_from is not None:
+        if self.resume_from is not None and self.trainer.is_global_zero:
             print(resume_report(self.resume_from, self.saved_state, self.config["fit"]))
 
     def after_fit(self) -> None:
