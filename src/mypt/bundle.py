@@ -390,35 +390,24 @@ def gpt_config(config: dict, file: Path | None = None) -> GPTConfig:
         raise MyptError(f"{file or CONFIG_FILE}: {e}") from None
 
 
-def read_tokenizer_json(path: Path, config: dict | None = None) -> dict:
-    """tokenizer.json as a dict, checked against config.json's vocab_size without building the
-    tokenizer (a char vocabulary must have exactly vocab_size characters; GPT-2's 50257 tokens must fit)."""
-    file = path / TOKENIZER_FILE
-    data = read_json(file)
-    kind = data.get("token_kind")
-    if kind == "char":
-        chars = data.get("chars")
-        if not isinstance(chars, list) or not all(isinstance(c, str) and len(c) == 1 for c in chars):
-            raise MyptError(f"{file}: 'chars' must be a list of single characters")
-        size = len(chars)
-        if config is not None and size != config["vocab_size"]:
-            raise MyptError(
-                f"{file} has {size} characters but {CONFIG_FILE} says vocab_size {config['vocab_size']}: "
-                "the tokenizer does not belong to these weights"
-            )
-    elif kind == "gpt2":
-        if config is not None and config["vocab_size"] < GPT2_VOCAB_SIZE:
-            raise MyptError(
-                f"{file} is GPT-2's tokenizer ({GPT2_VOCAB_SIZE} tokens) but {CONFIG_FILE} says vocab_size "
-                f"{config['vocab_size']}: the tokenizer does not belong to these weights"
-            )
-    else:
-        raise MyptError(f"{file}: unknown token_kind {kind!r} (expected 'char' or 'gpt2')")
-    return data
-
-
 def load_tokenizer(path: Path, config: dict | None = None) -> Tokenizer:
-    return tokenizer_from_dict(read_tokenizer_json(path, config))
+    """tokenizer.json, checked against config.json's vocab_size: a char vocabulary must have exactly
+    vocab_size characters; GPT-2's 50257 tokens must fit."""
+    file = path / TOKENIZER_FILE
+    tokenizer = tokenizer_from_dict(read_json(file), source=str(file))
+    if config is None:
+        return tokenizer
+    if tokenizer.kind == "char" and tokenizer.vocab_size != config["vocab_size"]:
+        raise MyptError(
+            f"{file} has {tokenizer.vocab_size} characters but {CONFIG_FILE} says vocab_size "
+            f"{config['vocab_size']}: the tokenizer does not belong to these weights"
+        )
+    if tokenizer.kind == "gpt2" and config["vocab_size"] < GPT2_VOCAB_SIZE:
+        raise MyptError(
+            f"{file} is GPT-2's tokenizer ({GPT2_VOCAB_SIZE} tokens) but {CONFIG_FILE} says vocab_size "
+            f"{config['vocab_size']}: the tokenizer does not belong to these weights"
+        )
+    return tokenizer
 
 
 def _nonnegative_int(value: Any) -> bool:
@@ -446,7 +435,7 @@ def check_resumable(path: Path) -> None:
     training_state.json is there and names the manifest's step, optimizer.pt is there."""
     verify_bundle(path, check_hash=False)
     config = load_config(path)
-    read_tokenizer_json(path, config)
+    load_tokenizer(path, config)
     state = load_training_state(path, required=True)
     if (path / MANIFEST_FILE).exists():
         manifest_step = _read_manifest(path).get("step")
@@ -483,7 +472,7 @@ def build_model(path: Path, config: dict, map_location: str | torch.device = "cp
     """The GPT with the bundle's weights, checked against config.json (and config.json against
     tokenizer.json, so a model built here can always encode and decode with the bundle's tokenizer)."""
     model = GPT(gpt_config(config, path / CONFIG_FILE))
-    read_tokenizer_json(path, config)
+    load_tokenizer(path, config)
     state = load_model_state(path, map_location)
     expected = model.state_dict()
     problem = _state_dict_mismatch(expected, state)
@@ -531,10 +520,10 @@ def get_model_info(name_or_path: str | os.PathLike, root: str | os.PathLike = DE
     path = resolve_bundle(name_or_path, root)
     verify_bundle(path, check_hash=False)
     config = load_config(path)
-    tokenizer = read_tokenizer_json(path, config)
-    summary = {"token_kind": tokenizer.get("token_kind")}
-    if "chars" in tokenizer:
-        summary["vocab_size"] = len(tokenizer["chars"])
+    tokenizer = load_tokenizer(path, config)
+    summary = {"token_kind": tokenizer.kind}
+    if tokenizer.kind == "char":
+        summary["vocab_size"] = tokenizer.vocab_size
     return {
         "name": path.name,
         "path": str(path),

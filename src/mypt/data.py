@@ -184,7 +184,7 @@ class TextDataModule(pl.LightningDataModule):
     def _saved_tokenizer(self) -> Tokenizer | None:
         if self.tokenizer_file is None:
             return None
-        tokenizer = tokenizer_from_dict(read_json(Path(self.tokenizer_file)))
+        tokenizer = tokenizer_from_dict(read_json(Path(self.tokenizer_file)), source=self.tokenizer_file)
         if tokenizer.kind != self.tokenizer_kind:
             raise MyptError(
                 f"tokenizer is {self.tokenizer_kind!r} but the model was trained with {tokenizer.kind!r}; "

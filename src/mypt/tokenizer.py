@@ -165,14 +165,14 @@ def build_tokenizer(kind: str, text: str | None = None) -> Tokenizer:
     raise MyptError(f"unknown tokenizer {kind!r}; choose one of: {', '.join(TOKENIZER_KINDS)}")
 
 
-def tokenizer_from_dict(data: dict) -> Tokenizer:
-    """The tokenizer saved as tokenizer.json."""
+def tokenizer_from_dict(data: dict, source: str = "tokenizer.json") -> Tokenizer:
+    """The tokenizer saved as tokenizer.json (`source` names the file in error messages)."""
     kind = data.get("token_kind") if isinstance(data, dict) else None
     if kind == "char":
         chars = data.get("chars")
         if not isinstance(chars, list) or not all(isinstance(c, str) and len(c) == 1 for c in chars):
-            raise MyptError("tokenizer.json: 'chars' must be a list of single characters")
+            raise MyptError(f"{source}: 'chars' must be a list of single characters")
         return CharTokenizer(chars)
     if kind == "gpt2":
         return GPT2Tokenizer()
-    raise MyptError(f"tokenizer.json: unknown token_kind {kind!r}")
+    raise MyptError(f"{source}: unknown token_kind {kind!r} (expected 'char' or 'gpt2')")
