@@ -139,7 +139,14 @@ SETTINGS = {
     "unknown_tokenizer": (["--data.tokenizer", "bpe"], "unknown tokenizer 'bpe'"),
     "unknown_flag": (["--model.n_layers", "2"], "n_layers"),
     "strategy_unknown": (["--trainer.strategy", "nope"], "invalid strategy name"),
-    "fsdp_without_a_gpu": (["--trainer.strategy", "fsdp", "--trainer.accelerator", "cpu"], "requires a GPU"),
+    "fsdp_sharded_state": (
+        ["--trainer.strategy", "mypt.fsdp.BundleFSDPStrategy", "--trainer.strategy.init_args.state_dict_type", "sharded"],
+        "state_dict_type must be 'full'",
+    ),
+    "fsdp_cpu_offload_without_a_gpu": (
+        ["--trainer.strategy", "fsdp_cpu_offload", "--trainer.accelerator", "cpu"], "cpu_offload moves weights from a GPU"
+    ),
+    "deepspeed_not_installed": (["--trainer.strategy", "deepspeed"], "DeepSpeed installed"),
     "devices_zero": (["--trainer.devices", "0"], "devices"),
     "accelerator_without_its_package": (["--trainer.accelerator", "tpu"], "torch_xla"),
     "model_name_with_separator": (["--model_name", "runs/tiny"], "invalid model name"),

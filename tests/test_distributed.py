@@ -10,7 +10,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import signal
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -18,9 +22,12 @@ import psutil
 import pytest
 import torch
 from conftest import TINY, run_mypt_subprocess
+from tensorboard.backend.event_processing.plugin_event_accumulator import EventAccumulator
+from tensorboard.util.tensor_util import make_ndarray
 from test_faults import assert_consistent_bundle, killed_on_failure, start_fit, wait_for
 
 from mypt import bundle
+from mypt.dashboard import SAMPLE_TAG
 from mypt.data import RandomWindows, TextDataModule
 
 QUICK = [*TINY, "--dashboard.max_new_tokens", "0"]
@@ -131,15 +138,187 @@ def test_sigterm_to_rank_zero_alone_stops_every_rank_at_one_step(text_file, tmp_
     assert assert_consistent_bundle(path) == step
 
 
+def test_fsdp_bundle_is_whole_matches_ddp_and_resumes_either_way(mypt, text_file, tmp_path):
+    """FSDP shards the weights and the optimizer state over the ranks, yet its bundle holds the whole
+    model and an optimizer.pt in a single process's layout. From the same bundle and the same batches,
+    FSDP and DDP must end at the same weights, optimizer state and gradient norms; then one process
+    resumes the FSDP bundle."""
+    r = mypt(
+        "fit", *QUICK, "--data.input_file", text_file, "--model_name", "base", "--trainer.max_steps", "10"
+    )
+    assert r.code == 0, r
+    common = [
+        "--trainer.max_steps", "20", "--trainer.devices", "2", "--trainer.accelerator", "cpu",
+        "--trainer.log_every_n_steps", "5", "--trainer.gradient_clip_val", "0.05",  # clipping in effect
+        "--dashboard.prompt", "Nel mezzo", "--dashboard.max_new_tokens", "24", "--dashboard.seed", "7",
+    ]  # fmt: skip
+    for strategy in ("ddp", "fsdp"):
+        shutil.copytree("checkpoints/base", f"checkpoints/{strategy}")
+        r = run_mypt_subprocess(
+            "fit",
+            "--ckpt_path",
+            f"checkpoints/{strategy}",
+            "--trainer.strategy",
+            strategy,
+            *common,
+            cwd=tmp_path,
+        )
+        assert r.code == 0, r
+    ddp, fsdp = Path("checkpoints/ddp"), Path("checkpoints/fsdp")
+    assert sorted(os.listdir(fsdp)) == sorted(os.listdir(ddp))
+    assert assert_consistent_bundle(fsdp) == 20
+
+    # model.pt: every tensor whole (the config's shapes, checked by build_model above) and equal to DDP's
+    weights = {
+        name: torch.load(d / bundle.MODEL_FILE, weights_only=True)
+        for name, d in (("ddp", ddp), ("fsdp", fsdp))
+    }
+    assert weights["fsdp"].keys() == weights["ddp"].keys()
+    for key, value in weights["ddp"].items():
+        torch.testing.assert_close(weights["fsdp"][key], value, rtol=0, atol=1e-6, msg=key)
+    # optimizer.pt: the same groups, hyperparameters and per-parameter state, keyed the same way
+    ddp_opt, fsdp_opt = (bundle.load_optimizer_state(d)["optimizer_states"][0] for d in (ddp, fsdp))
+    assert fsdp_opt["param_groups"] == ddp_opt["param_groups"]
+    assert fsdp_opt["state"].keys() == ddp_opt["state"].keys()
+    for index, state in ddp_opt["state"].items():
+        for key, value in state.items():
+            torch.testing.assert_close(fsdp_opt["state"][index][key], value, rtol=0, atol=1e-7)
+
+    def logged(model_name: str, tag: str) -> list:
+        events = EventAccumulator(f"logs/{model_name}", size_guidance={"tensors": 0})
+        events.Reload()
+        return [make_ndarray(e.tensor_proto).item() for e in events.Tensors(tag)]
+
+    # the gradient norm is taken over all shards (one shard's would be smaller), before clipping
+    norms = logged("fsdp", "grad_norm")
+    assert len(norms) == 2 and min(norms) > 0.05
+    assert norms == pytest.approx(logged("ddp", "grad_norm"), rel=1e-5)
+
+    def assert_sample_is_the_bundles() -> None:
+        """The text sample of the last validation was drawn from the whole weights: it is what
+        `mypt generate` writes from the bundle saved at that validation."""
+        sample = logged("fsdp", f"{SAMPLE_TAG}/text_summary")[-1].decode()
+        r = mypt("generate", "fsdp", "--prompt", "Nel mezzo", "--max_new_tokens", "24", "--seed", "7")
+        assert r.code == 0, r
+        assert sample == "\n".join("    " + line for line in r.out.rstrip("\n").split("\n"))
+
+    assert_sample_is_the_bundles()
+
+    # FSDP's own options through the class path: each Block its own FSDP unit, with activation
+    # checkpointing; then back to one process
+    r = run_mypt_subprocess(
+        "fit", "--ckpt_path", "checkpoints/fsdp", *common[2:], "--trainer.max_steps", "30",
+        "--trainer.strategy", "mypt.fsdp.BundleFSDPStrategy",
+        "--trainer.strategy.init_args.auto_wrap_policy", "[mypt.model.Block]",
+        "--trainer.strategy.init_args.activation_checkpointing_policy", "[mypt.model.Block]",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert r.code == 0, r
+    assert assert_consistent_bundle(fsdp) == 30
+    assert_sample_is_the_bundles()
+    r = mypt("fit", "--ckpt_path", "checkpoints/fsdp", "--trainer.max_steps", "35")
+    assert r.code == 0, r
+    assert assert_consistent_bundle(fsdp) == 35
+    history = json.loads((fsdp / bundle.TRAINING_STATE_FILE).read_text())["history"]
+    assert [(h["end_step"], h["world_size"], h["strategy"]) for h in history] == [
+        (10, 1, "SingleDeviceStrategy"),
+        (20, 2, "BundleFSDPStrategy"),
+        (30, 2, "BundleFSDPStrategy"),
+        (35, 1, "SingleDeviceStrategy"),
+    ]
+
+
+def torchrun_two_nodes(*args: str, cwds: tuple[Path, Path], timeout: float = 240) -> list[tuple[int, str]]:
+    """`torchrun --nnodes 2 ... -m mypt fit ARGS` as two nodes of one process each, on this machine:
+    torchrun's multi-node rendezvous, as in docs/faults.md's worked example. Returns (exit code,
+    stderr) per node."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "torch.distributed.run",
+                "--nnodes",
+                "2",
+                "--nproc_per_node",
+                "1",
+                "--node_rank",
+                str(rank),
+                "--master_addr",
+                "127.0.0.1",
+                "--master_port",
+                str(port),
+                "-m",
+                "mypt",
+                "fit",
+                *map(str, args),
+                "--trainer.num_nodes",
+                "2",
+                "--trainer.devices",
+                "1",
+                "--trainer.strategy",
+                "ddp",
+                "--trainer.accelerator",
+                "cpu",
+            ],
+            cwd=cwd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        for rank, cwd in enumerate(cwds)
+    ]
+    with killed_on_failure(*procs):
+        errs = [p.communicate(timeout=timeout)[1] for p in procs]
+    return [(p.returncode, err) for p, err in zip(procs, errs, strict=True)]
+
+
+def test_two_nodes_with_torchrun_train_and_resume_one_bundle(text_file, tmp_path):
+    args = [*QUICK, "--data.input_file", text_file, "--model_name", "nodes"]
+    for max_steps in (10, 20):  # a new model, then the same command resumes it
+        results = torchrun_two_nodes(*args, "--trainer.max_steps", max_steps, cwds=(tmp_path, tmp_path))
+        assert [code for code, _ in results] == [0, 0], results[0][1][-3000:] + results[1][1][-3000:]
+    path = tmp_path / "checkpoints" / "nodes"
+    assert assert_consistent_bundle(path) == 20
+    history = json.loads((path / bundle.TRAINING_STATE_FILE).read_text())["history"]
+    assert [(h["start_step"], h["end_step"], h["world_size"]) for h in history] == [(0, 10, 2), (10, 20, 2)]
+
+
+def test_a_node_that_does_not_see_the_bundle_stops_every_rank(text_file, tmp_path):
+    """Rank 1 runs in a folder without checkpoints/ (a node without the shared filesystem): instead of
+    rank 0 resuming while rank 1 starts a new model, and both hanging, every rank stops and says why."""
+    r = run_mypt_subprocess("fit", *QUICK, "--data.input_file", text_file, "--model_name", "nodes",
+                            "--trainer.max_steps", "10", cwd=tmp_path)  # fmt: skip
+    assert r.code == 0, r
+    before = (tmp_path / "checkpoints" / "nodes" / bundle.MANIFEST_FILE).read_bytes()
+    elsewhere = tmp_path / "other_node"
+    elsewhere.mkdir()
+    results = torchrun_two_nodes(*QUICK, "--data.input_file", text_file, "--model_name", "nodes",
+                                 "--trainer.max_steps", "20", cwds=(tmp_path, elsewhere), timeout=120)  # fmt: skip
+    expected = "mypt: error: the ranks do not resume the same bundle (rank 0: step 10, rank 1: no bundle)"
+    for code, err in results:
+        assert code != 0 and expected in err, err[-3000:]
+    assert (tmp_path / "checkpoints" / "nodes" / bundle.MANIFEST_FILE).read_bytes() == before
+    assert not (elsewhere / "checkpoints" / "nodes").exists()
+
+
 def test_strategies_whose_checkpoints_bypass_the_bundle_are_refused_before_training():
-    """FSDP (and DeepSpeed, ModelParallel) save and load without the CheckpointIO plugin in Lightning
-    2.6: mypt stops before training rather than failing at the second save, hours in."""
+    """Lightning's own FSDPStrategy (2.6), DeepSpeed and ModelParallel save and load without the
+    CheckpointIO plugin: mypt stops before training rather than failing at the first save, hours in."""
     from lightning.pytorch.strategies import DDPStrategy, FSDPStrategy, ModelParallelStrategy
 
     from mypt.checkpointing import check_strategy
     from mypt.errors import MyptError
+    from mypt.fsdp import BundleFSDPStrategy
 
     check_strategy(DDPStrategy())
-    for strategy in (FSDPStrategy(), ModelParallelStrategy()):
-        with pytest.raises(MyptError, match="is not supported yet.*use ddp"):
-            check_strategy(strategy)
+    check_strategy(BundleFSDPStrategy())
+    with pytest.raises(MyptError, match="saves its own checkpoint files.*--trainer.strategy fsdp"):
+        check_strategy(FSDPStrategy())
+    with pytest.raises(MyptError, match="is not supported.*use fsdp.*or ddp"):
+        check_strategy(ModelParallelStrategy())
+    with pytest.raises(MyptError, match="state_dict_type must be 'full'"):
+        check_strategy(BundleFSDPStrategy(state_dict_type="sharded"))

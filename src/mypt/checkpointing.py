@@ -29,6 +29,7 @@ from lightning.pytorch.strategies import FSDPStrategy, ModelParallelStrategy, St
 
 from mypt import bundle
 from mypt.errors import MyptError
+from mypt.fsdp import BundleFSDPStrategy
 
 # hyperparameters of the model that are architecture (config.json), not training settings
 ARCHITECTURE_KEYS = ("block_size", "vocab_size", "n_layer", "n_head", "n_embd", "dropout", "bias")
@@ -77,13 +78,21 @@ class BundleCheckpointIO(CheckpointIO):
 
 def check_strategy(strategy: Strategy) -> None:
     """Refuse, before any training, a strategy whose checkpoints bypass the CheckpointIO plugin: with
-    it no bundle could be written, and the run would fail at its second save, hours in. Lightning's
-    FSDPStrategy (2.6) loads full checkpoints itself and refuses to save into an existing folder;
-    DeepSpeed and ModelParallel write their own sharded formats."""
-    if isinstance(strategy, (FSDPStrategy, ModelParallelStrategy)) or "DeepSpeed" in type(strategy).__name__:
+    it no bundle could be written, and the run would fail at its first save, hours in. Lightning's
+    own FSDPStrategy (2.6) loads full checkpoints itself and refuses to save into an existing folder
+    (mypt's BundleFSDPStrategy does not); DeepSpeed and ModelParallel write their own sharded formats."""
+    if isinstance(strategy, BundleFSDPStrategy):
+        strategy.check()
+        return
+    if isinstance(strategy, FSDPStrategy):
         raise MyptError(
-            f"--trainer.strategy {type(strategy).__name__} is not supported yet: its checkpoints bypass "
-            "mypt's bundle; use ddp (data parallel, any number of GPUs or nodes)"
+            f"--trainer.strategy {type(strategy).__name__} saves its own checkpoint files, not mypt's bundle: "
+            "use --trainer.strategy fsdp (or mypt.fsdp.BundleFSDPStrategy to pass FSDP options)"
+        )
+    if isinstance(strategy, ModelParallelStrategy) or "DeepSpeed" in type(strategy).__name__:
+        raise MyptError(
+            f"--trainer.strategy {type(strategy).__name__} is not supported: its checkpoints bypass mypt's "
+            "bundle; use fsdp (sharded, for models that do not fit one GPU) or ddp"
         )
 
 
@@ -121,14 +130,22 @@ def _now() -> str:
 
 
 class BundleCheckpoint(Callback):
-    def __init__(self, dirpath: str | os.PathLike, command_line: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        dirpath: str | os.PathLike,
+        command_line: list[str] | None = None,
+        resume_step: int | None = None,
+    ) -> None:
         """Writes the bundle at every validation and at the end of training.
 
         Args:
             dirpath: The bundle folder, ``checkpoints/<model_name>``.
             command_line: The arguments this run was started with, recorded in the run's history.
+            resume_step: The step of the bundle this process resumes from (None: a new model); every
+                rank must name the same one.
         """
         self.dirpath = Path(dirpath)
+        self.resume_step = resume_step
         self.command_line = list(command_line) if command_line is not None else list(sys.argv[1:])
         self.saved: dict | None = None  # the bundle this run resumed from (its JSON parts)
         self.start_step = 0
@@ -147,6 +164,23 @@ class BundleCheckpoint(Callback):
         check_strategy(trainer.strategy)
         if not isinstance(trainer.strategy.checkpoint_io, BundleCheckpointIO):
             trainer.strategy.checkpoint_io = BundleCheckpointIO()
+        if stage == "fit" and trainer.world_size > 1:
+            self._check_ranks_agree(trainer)
+
+    def _check_ranks_agree(self, trainer: pl.Trainer) -> None:
+        """Every rank must resume the same bundle. On several nodes, a node that does not see the
+        checkpoint folder would start a new model while the others resume, and the run would hang at
+        its first collective; stop all ranks with the reason instead."""
+        steps: list[int] = [0] * trainer.world_size
+        torch.distributed.all_gather_object(steps, -1 if self.resume_step is None else self.resume_step)
+        if len(set(steps)) > 1:
+            seen = ", ".join(
+                f"rank {rank}: {'no bundle' if s < 0 else f'step {s}'}" for rank, s in enumerate(steps)
+            )
+            raise MyptError(
+                f"the ranks do not resume the same bundle ({seen}): every node must see the same "
+                f"{self.dirpath.parent}/ folder, e.g. on a shared filesystem"
+            )
 
     def state_dict(self) -> dict:
         return {"rng": capture_rng()}
@@ -241,8 +275,8 @@ class BundleCheckpoint(Callback):
         weights_bad = False
         if weights:
             params = [p.to_local() if hasattr(p, "to_local") else p for p in pl_module.parameters()]
-            finite = torch.stack([torch.isfinite(p).all() for p in params if p.numel()])
-            weights_bad = not bool(finite.all())
+            checks = [torch.isfinite(p).all() for p in params if p.numel()]  # a rank's shards may be empty
+            weights_bad = bool(checks) and not bool(torch.stack(checks).all())
         if trainer.world_size > 1:
             flags = torch.tensor([-first_bad, int(weights_bad)], device=pl_module.device)
             flags = trainer.strategy.reduce(flags, reduce_op="max")
@@ -313,6 +347,7 @@ class BundleCheckpoint(Callback):
                 "val_loss": self.last_val_loss,
                 "device": pl_module.device.type,
                 "world_size": trainer.world_size,
+                "strategy": type(trainer.strategy).__name__,
             }
         )
         init_from = previous.get("init_from")

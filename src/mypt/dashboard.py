@@ -25,6 +25,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from torch.utils.tensorboard.summary import hparams as hparams_summaries
 
 from mypt.errors import MyptError
+from mypt.fsdp import BundleFSDPStrategy, whole_model
 from mypt.sampling import sample
 
 SAMPLE_TAG = "samples"
@@ -79,18 +80,21 @@ class TrainingDashboard(Callback):
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking or trainer.state.fn != "fit" or self.max_new_tokens == 0:
             return
-        writers = _tensorboard_writers(trainer)
-        if not writers:
+        if not any(isinstance(logger, TensorBoardLogger) for logger in trainer.loggers):
             return
-        text = sample(
-            pl_module.model,
-            trainer.datamodule.tokenizer,
-            self.prompt,
-            self.max_new_tokens,
-            self.temperature,
-            self.top_k,
-            self.seed,
-        )
+        with whole_model(trainer, pl_module.model) as model:  # under FSDP, every rank gathers
+            writers = _tensorboard_writers(trainer)
+            if model is None or not writers:
+                return
+            text = sample(
+                model,
+                trainer.datamodule.tokenizer,
+                self.prompt,
+                self.max_new_tokens,
+                self.temperature,
+                self.top_k,
+                self.seed,
+            )
         for writer in writers:
             writer.add_text(SAMPLE_TAG, as_markdown_block(text), logged_step(trainer))
 
@@ -101,6 +105,9 @@ class TrainingDashboard(Callback):
     ) -> None:
         """The norm of all gradients before clipping, on the steps whose metrics are written."""
         if (trainer.global_step + 1) % trainer.log_every_n_steps != 0:
+            return
+        if isinstance(trainer.strategy, BundleFSDPStrategy):  # each rank holds a shard of the gradient
+            pl_module.log("grad_norm", trainer.strategy.total_grad_norm(), on_step=True, on_epoch=False)
             return
         grads = [p.grad for p in pl_module.parameters() if p.grad is not None]
         if grads:

@@ -10,6 +10,7 @@ import torch
 
 from mypt.bundle import build_model, load_config, resolve_bundle
 from mypt.errors import MyptError
+from mypt.fsdp import BundleFSDPStrategy
 from mypt.model import GPT, GPTConfig
 from mypt.sampling import sample
 from mypt.schedule import continue_schedule, lr_at, new_schedule
@@ -23,6 +24,11 @@ def device_peak_flops(device: torch.device) -> float | None:
         return None
     name = torch.cuda.get_device_name(device)
     return next((flops for key, flops in PEAK_FLOPS.items() if key in name), None)
+
+
+def unwrapped_name(name: str) -> str:
+    """A parameter's name without the wrappers FSDP and activation checkpointing insert."""
+    return name.replace("_fsdp_wrapped_module.", "").replace("_checkpoint_wrapped_module.", "")
 
 
 class GPTModule(pl.LightningModule):
@@ -84,6 +90,8 @@ class GPTModule(pl.LightningModule):
                 f"optimizer_impl must be auto, fused, foreach or for-loop, got {optimizer_impl!r}"
             )
         self.model = GPT(self.config)
+        # decided here, on whole tensors: under FSDP the optimizer sees flattened shards
+        self._decayed = {name for name, p in self.model.named_parameters() if p.dim() >= 2}
         if init_from:
             parent = resolve_bundle(init_from)
             self.model.load_state_dict(build_model(parent, load_config(parent)).state_dict())
@@ -170,10 +178,13 @@ class GPTModule(pl.LightningModule):
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         """AdamW with weight decay on matrices (dim >= 2) only, as in nanoGPT."""
-        params = [p for p in self.model.parameters() if p.requires_grad]
+        params = [(unwrapped_name(n), p) for n, p in self.model.named_parameters() if p.requires_grad]
         groups = [
-            {"params": [p for p in params if p.dim() >= 2], "weight_decay": self.hparams.weight_decay},
-            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+            {
+                "params": [p for n, p in params if n in self._decayed],
+                "weight_decay": self.hparams.weight_decay,
+            },
+            {"params": [p for n, p in params if n not in self._decayed], "weight_decay": 0.0},
         ]
         kwargs = {}
         impl = self.hparams.optimizer_impl
@@ -186,6 +197,20 @@ class GPTModule(pl.LightningModule):
         return torch.optim.AdamW(
             groups, lr=self.hparams.learning_rate, betas=(self.hparams.beta1, self.hparams.beta2), **kwargs
         )
+
+    def configure_gradient_clipping(
+        self, optimizer: torch.optim.Optimizer, gradient_clip_val=None, gradient_clip_algorithm=None
+    ) -> None:
+        """Under FSDP each rank holds a shard of the gradient: clip by the norm over all of them."""
+        strategy = self.trainer.strategy
+        if (
+            isinstance(strategy, BundleFSDPStrategy)
+            and gradient_clip_val
+            and gradient_clip_algorithm in (None, "norm")
+        ):
+            strategy.clip_grad_norm(gradient_clip_val)
+        else:
+            self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
 
     def lr_at(self, step: int) -> float:
         if self.lr_segments is None:

@@ -20,8 +20,8 @@ from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import TensorBoardLogger
 
-from mypt import bundle
-from mypt.checkpointing import ARCHITECTURE_KEYS, BundleCheckpoint
+from mypt import bundle, fsdp
+from mypt.checkpointing import ARCHITECTURE_KEYS, BundleCheckpoint, check_strategy
 from mypt.dashboard import StepProgressBar, TrainingDashboard
 from mypt.data import TextDataModule
 from mypt.errors import MyptError
@@ -212,15 +212,21 @@ class MyptCLI(LightningCLI):
         user_callbacks = self._get(self.config_init, "trainer", default={}).get("callbacks") or []
         user_callbacks = user_callbacks if isinstance(user_callbacks, list) else [user_callbacks]
         callbacks = [*user_callbacks, *(kwargs.pop("callbacks", []) or [])]
-        callbacks.append(BundleCheckpoint(dirpath, command_line=self.command_line))
+        resume_step = self.saved_state.get("step", 0) if self.resume_from is not None else None
+        callbacks.append(BundleCheckpoint(dirpath, command_line=self.command_line, resume_step=resume_step))
         has_bar = any(isinstance(c, ProgressBar) for c in callbacks)  # Lightning accepts only one
         if cfg.trainer.get("enable_progress_bar") is not False and not has_bar:
             callbacks.append(StepProgressBar())
+        strategy = cfg.trainer.get("strategy")
+        if isinstance(strategy, str) and strategy in fsdp.ALIASES:  # FSDP that saves bundles
+            kwargs["strategy"] = fsdp.BundleFSDPStrategy(**fsdp.ALIASES[strategy])
         try:
-            return super().instantiate_trainer(callbacks=callbacks, **kwargs)
+            trainer = super().instantiate_trainer(callbacks=callbacks, **kwargs)
         except (ValueError, ModuleNotFoundError) as e:  # Lightning's checks of trainer settings, or an
             # accelerator whose package is missing (tpu without torch_xla)
             raise MyptError(" ".join(str(e).split())) from None
+        check_strategy(trainer.strategy)  # here, before Lightning starts the other ranks
+        return trainer
 
     def before_fit(self) -> None:
         if self.resume_from is not None and self.trainer.is_global_zero:
