@@ -7,6 +7,7 @@ through `python -m mypt` in a child process; a small callback given on the comma
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -70,6 +71,28 @@ class BatchProbe(pl.Callback):
         (self.out_dir / f"rank{trainer.global_rank}.json").write_text(json.dumps(report))
 
 
+class DiskFullOnRankZero(pl.Callback):
+    def __init__(self, from_step: int) -> None:
+        """Makes rank zero's bundle writes fail with ENOSPC from `from_step` on.
+
+        Args:
+            from_step: The first step whose save finds the disk full.
+        """
+        self.from_step = from_step
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.global_rank != 0:
+            return
+        original_write = bundle._HashingWriter.write
+
+        def write(writer, data):
+            if trainer.global_step >= self.from_step and writer.size > 2000:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            return original_write(writer, data)
+
+        bundle._HashingWriter.write = write
+
+
 def expected_batches(text_file: Path, rank: int, first: int, count: int) -> list[str]:
     """The batches a rank must draw for steps first..first+count-1: a pure function of (seed, rank, n)."""
     dm = TextDataModule(input_file=str(text_file), batch_size=4, block_size=16, tokenizer_file=None)
@@ -117,6 +140,24 @@ def test_ddp_resumes_a_single_process_bundle_and_back(mypt, text_file, tmp_path)
         (10, 20, 2),
         (20, 25, 1),
     ]
+
+
+def test_disk_full_on_rank_zero_stops_every_rank_with_one_reason(text_file, tmp_path):
+    """Only rank zero writes; when its write fails, the other ranks must not wait at the next
+    collective or die with a traceback of their own: every rank stops, the previous bundle intact."""
+    probe = {"class_path": "test_distributed.DiskFullOnRankZero", "init_args": {"from_step": 20}}
+    r = run_mypt_subprocess(
+        "fit", *QUICK, "--data.input_file", text_file, "--model_name", "full", "--trainer.max_steps", "30",
+        "--trainer.strategy", "ddp", "--trainer.devices", "2", "--trainer.accelerator", "cpu",
+        "--trainer.callbacks", json.dumps([probe]), cwd=tmp_path, timeout=180,
+        env={"PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])},
+    )  # fmt: skip
+    assert r.code != 0, r
+    assert "Traceback" not in r.err, r.err[-3000:]
+    errors = [line for line in r.err.splitlines() if line.startswith("mypt: error:")]
+    assert errors and all("No space left on device" in line for line in errors), r.err[-3000:]
+    assert any("the previous bundle (step 10) is intact" in line for line in errors), errors
+    assert assert_consistent_bundle(tmp_path / "checkpoints" / "full") == 10
 
 
 def test_sigterm_to_rank_zero_alone_stops_every_rank_at_one_step(text_file, tmp_path):

@@ -43,7 +43,21 @@ _NOT_IN_OPTIMIZER_FILE = (
 class BundleCheckpointIO(CheckpointIO):
     """Saves a Lightning checkpoint as a bundle folder and loads one back."""
 
+    def __init__(self) -> None:
+        # with several ranks, a failed write is kept here rather than raised, until every rank has
+        # left Lightning's barrier and can learn of it (see BundleCheckpoint.save)
+        self.defer_errors = False
+        self.deferred_error: Exception | None = None
+
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
+        try:
+            self._write(checkpoint, path)
+        except Exception as e:
+            if not self.defer_errors:
+                raise
+            self.deferred_error = e
+
+    def _write(self, checkpoint: dict[str, Any], path) -> None:
         parts = checkpoint["mypt"]
         model_state = {k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items()}
         resume_state = {k: v for k, v in checkpoint.items() if k not in _NOT_IN_OPTIMIZER_FILE}
@@ -256,7 +270,21 @@ class BundleCheckpoint(Callback):
         """Write the bundle for this step, unless the run has diverged: a non-finite loss or weight
         stops the run with an error and leaves the last good bundle untouched."""
         self.check_finite(trainer, trainer.lightning_module, weights=True)
-        trainer.save_checkpoint(self.dirpath, weights_only=False)
+        if trainer.world_size == 1:
+            trainer.save_checkpoint(self.dirpath, weights_only=False)
+        else:  # rank zero writes: if that fails (a full disk), every rank stops with its reason
+            io = trainer.strategy.checkpoint_io
+            io.defer_errors, io.deferred_error = True, None
+            try:
+                trainer.save_checkpoint(self.dirpath, weights_only=False)
+            finally:
+                io.defer_errors = False
+            error, io.deferred_error = io.deferred_error, None
+            if trainer.strategy.reduce_boolean_decision(error is not None, all=False):
+                message = trainer.strategy.broadcast(str(error))  # rank zero's reason, on every rank
+                if error is not None and not isinstance(error, MyptError):
+                    raise error  # not a failed write but a bug: its traceback
+                raise MyptError(message)
         self.last_saved_step = trainer.global_step
 
     # -- divergence -------------------------------------------------------------------------
