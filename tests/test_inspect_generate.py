@@ -83,6 +83,25 @@ def test_readers_do_not_import_lightning(tmp_path, trained):
     assert r.returncode == 0, r.stderr
 
 
+def test_inspect_and_list_do_not_import_torch(trained):
+    """Describing a bundle reads its JSON files only, so `mypt inspect`, `mypt list` and
+    `mypt.get_model_info` answer without torch's second of start-up (docs/benchmarks.md)."""
+    code = (
+        "import sys, mypt; from mypt.cli import main; main(['inspect', 'dante']); main(['list']);"
+        "main(['inspect', 'dante', 'dante', '--json']); mypt.get_model_info('dante');"
+        "sys.exit(3 if 'torch' in sys.modules else 0)"
+    )
+    import subprocess
+
+    r = subprocess.run([sys.executable, "-c", code], cwd=Path.cwd(), capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "Model: dante" in r.stdout and "dante" in r.stdout
+    # and the names that need torch are still there, imported on first use
+    code = "import mypt; m, tok, cfg = mypt.load_model('dante'); assert isinstance(m, mypt.GPT)"
+    r = subprocess.run([sys.executable, "-c", code], cwd=Path.cwd(), capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+
+
 def test_generate_a_bundle_trained_elsewhere(mypt, trained):
     config = json.loads((trained / "config.json").read_text())
     config["device"] = "cuda"  # as if trained on a GPU: loading maps to the CPU

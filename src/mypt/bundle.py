@@ -26,13 +26,19 @@ import shutil
 import sys
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-
+from mypt.config import GPTConfig
 from mypt.errors import MyptError
-from mypt.model import GPT, GPTConfig
 from mypt.tokenizer import GPT2_VOCAB_SIZE, Tokenizer, tokenizer_from_dict
+
+if TYPE_CHECKING:
+    import torch
+
+    from mypt.model import GPT
+
+# torch is imported inside the functions that read or write tensors: describing a bundle
+# (get_model_info, `mypt inspect`, `mypt list`) needs only its JSON files and runs without it
 
 FORMAT_VERSION = 1
 MODEL_FILE = "model.pt"
@@ -161,6 +167,8 @@ def _write_file(path: Path, payload: Any) -> dict:
         if path.suffix == ".json":
             writer.write((json.dumps(payload, indent=2, default=_json_default) + "\n").encode())
         else:
+            import torch
+
             try:
                 torch.save(payload, writer)
             except (
@@ -187,7 +195,8 @@ def _json_default(value: Any) -> Any:
         return list(value)
     if isinstance(value, Path):
         return str(value)
-    if isinstance(value, torch.Tensor) and value.numel() == 1:
+    torch = sys.modules.get("torch")  # a tensor can only exist once torch is imported
+    if torch is not None and isinstance(value, torch.Tensor) and value.numel() == 1:
         return value.item()
     return str(value)
 
@@ -219,6 +228,8 @@ def write_bundle(
     Refuses weights that are not finite (a diverged run must not replace its last good bundle). On
     any failure (disk full, unwritable folder, a signal) the previous bundle is left as it was.
     """
+    import torch
+
     path = Path(path)
     parent = path.parent
     not_finite = [k for k, v in model_state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
@@ -358,6 +369,8 @@ def load_torch_file(file: Path, map_location: str | torch.device = "cpu") -> Any
         raise MyptError(f"{file} is missing")
     if file.stat().st_size == 0:
         raise MyptError(f"{file} is empty")
+    import torch
+
     try:
         return torch.load(file, map_location=map_location, weights_only=True)
     except Exception as e:  # UnpicklingError for a pickle that would run code; RuntimeError when truncated
@@ -454,6 +467,8 @@ def check_resumable(path: Path) -> None:
 def load_model_state(path: Path, map_location: str | torch.device = "cpu", verify: bool = True) -> dict:
     if verify:
         verify_bundle(path, check_hash=True, names=(MODEL_FILE,))
+    import torch
+
     state = load_torch_file(path / MODEL_FILE, map_location)
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise MyptError(f"{path / MODEL_FILE} is not a state_dict of tensors")
@@ -471,6 +486,8 @@ def load_optimizer_state(path: Path, map_location: str | torch.device = "cpu") -
 def build_model(path: Path, config: dict, map_location: str | torch.device = "cpu") -> GPT:
     """The GPT with the bundle's weights, checked against config.json (and config.json against
     tokenizer.json, so a model built here can always encode and decode with the bundle's tokenizer)."""
+    from mypt.model import GPT
+
     model = GPT(gpt_config(config, path / CONFIG_FILE))
     load_tokenizer(path, config)
     state = load_model_state(path, map_location)

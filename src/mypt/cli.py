@@ -14,11 +14,9 @@ import os
 import sys
 from pathlib import Path
 
-from mypt.bundle import DEFAULT_ROOT, get_model_info, is_bundle, load_model
+from mypt.bundle import DEFAULT_ROOT, get_model_info, is_bundle
 from mypt.errors import MyptError
-from mypt.hf import export_hf
 from mypt.report import format_comparison, format_info, format_list, list_row
-from mypt.sampling import sample
 
 TRAINING_SUBCOMMANDS = ("fit", "validate", "test", "predict")
 
@@ -59,11 +57,16 @@ def _list(args: argparse.Namespace) -> None:
 
 
 def _export(args: argparse.Namespace) -> None:
+    from mypt.hf import export_hf  # torch and transformers: imported by the commands that use them
+
     out = export_hf(args.bundle, args.out, args.checkpoint_dir)
     print(f"exported {args.bundle} to {out} (transformers GPT2LMHeadModel)")
 
 
 def _generate(args: argparse.Namespace) -> None:
+    from mypt.bundle import load_model
+    from mypt.sampling import sample
+
     model, tokenizer, _ = load_model(args.bundle, device=args.device, root=args.checkpoint_dir)
     print(sample(model, tokenizer, args.prompt, args.max_new_tokens, args.temperature, args.top_k, args.seed))
 
