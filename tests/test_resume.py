@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY
+from conftest import TINY, dante_text
 
 from mypt import bundle
 
@@ -176,3 +176,41 @@ def test_a_folder_that_is_not_a_bundle_is_never_replaced(mypt, text_file):
     r = _fit(mypt, text_file, "--trainer.max_steps", "5")
     assert r.code == 2 and "is not a mypt bundle" in r.err
     assert (folder / "notes.txt").read_text() == "mine"
+
+
+def test_resume_from_another_folder_finds_the_text_and_says_when_it_changed(mypt, tmp_path, monkeypatch):
+    """A relative --data.input_file names the text from where training started; a resume from
+    another folder still finds it (the bundle records its absolute path too), and a text that changed
+    since the save is reported instead of used silently."""
+    project = tmp_path / "project"
+    (project / "data").mkdir(parents=True)
+    text = project / "data" / "inferno.txt"
+    text.write_text(dante_text(60_000), encoding="utf-8")
+    monkeypatch.chdir(project)
+    r = mypt(
+        "fit",
+        *TINY,
+        "--data.input_file",
+        "data/inferno.txt",
+        "--model_name",
+        "rel",
+        "--trainer.max_steps",
+        "10",
+    )
+    assert r.code == 0, r
+    saved = json.loads((project / "checkpoints/rel" / bundle.TRAINING_STATE_FILE).read_text())["data"]
+    assert saved["input_file"] == "data/inferno.txt" and saved["input_path"] == str(text.resolve())
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    r = mypt("fit", "--ckpt_path", project / "checkpoints/rel", "--trainer.max_steps", "15")
+    assert r.code == 0, r
+    assert "data.input_file" not in r.out and "text changed" not in r.out, r.out  # the same file
+
+    with text.open("a", encoding="utf-8") as f:
+        f.write("E quindi uscimmo a riveder le stelle.\n")
+    r = mypt("fit", "--ckpt_path", project / "checkpoints/rel", "--trainer.max_steps", "20")
+    assert r.code == 0, r
+    assert "the text changed since the bundle was saved" in r.out, r.out
+    assert bundle.load_training_state(project / "checkpoints/rel")["step"] == 20

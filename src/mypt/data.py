@@ -208,6 +208,7 @@ class TextDataModule(pl.LightningDataModule):
         """The data settings a bundle records (training_state.json `data`)."""
         return {
             "input_file": self.input_file,
+            "input_path": str(Path(self.input_file).resolve()),  # for a resume from another folder
             "sha256": self.input_sha256,
             "tokenizer": self.tokenizer_kind,
             "batch_size": self.batch_size,

@@ -158,9 +158,14 @@ class MyptCLI(LightningCLI):
         for section in ("model", "trainer"):
             for key, value in settings.get(section, {}).items():
                 defaults[f"{section}.{key}"] = value
+        data = self.saved_state.get("data", {})
         for key in ("input_file", "train_split", "seed", "url"):
-            if key in self.saved_state.get("data", {}):
-                defaults[f"data.{key}"] = self.saved_state["data"][key]
+            if key in data:
+                defaults[f"data.{key}"] = data[key]
+        if data.get("input_file") and not Path(data["input_file"]).exists():
+            # a relative path recorded in another working folder: the file where it was trained
+            if data.get("input_path") and Path(data["input_path"]).is_file():
+                defaults["data.input_file"] = data["input_path"]
         if "seed" in self.saved_state:
             defaults["seed_everything"] = self.saved_state["seed"]
         self._set_defaults(subcommand, defaults)
@@ -230,7 +235,8 @@ class MyptCLI(LightningCLI):
 
     def before_fit(self) -> None:
         if self.resume_from is not None and self.trainer.is_global_zero:
-            print(resume_report(self.resume_from, self.saved_state, self.config["fit"]))
+            text_sha256 = self.datamodule.input_sha256
+            print(resume_report(self.resume_from, self.saved_state, self.config["fit"], text_sha256))
 
     def after_fit(self) -> None:
         saver = next(c for c in self.trainer.callbacks if isinstance(c, BundleCheckpoint))
@@ -275,8 +281,9 @@ def _flat_settings(cfg) -> dict[str, Any]:
     return values
 
 
-def resume_report(source: Path, saved: dict, cfg) -> str:
-    """The old -> new table of settings that differ from the saved run, and the LR of the next step."""
+def resume_report(source: Path, saved: dict, cfg, text_sha256: str | None = None) -> str:
+    """The old -> new table of settings that differ from the saved run, whether the text changed, and
+    the LR of the next step."""
     old: dict[str, Any] = {}
     for key, dest in TRAINING_CONFIG_KEYS.items():
         if key in saved.get("training_config", {}):
@@ -285,6 +292,8 @@ def resume_report(source: Path, saved: dict, cfg) -> str:
         old.update({f"{section}.{k}": v for k, v in saved.get("settings", {}).get(section, {}).items()})
     old.update({f"data.{k}": v for k, v in saved.get("data", {}).items()})
     new = _flat_settings(cfg)
+    if new["data.input_file"] and old.get("data.input_path") == str(Path(new["data.input_file"]).resolve()):
+        old["data.input_file"] = new["data.input_file"]  # the same file, named from another folder
     changed = [(k, old[k], v) for k, v in new.items() if k in old and old[k] != v and k != "model.init_from"]
     step = int(saved.get("step", 0))
     segments = continue_schedule(
@@ -297,6 +306,12 @@ def resume_report(source: Path, saved: dict, cfg) -> str:
         lines += [f"  {k.ljust(width)}  {o} -> {n}" for k, o, n in changed]
     else:
         lines.append("  settings unchanged: the schedule continues exactly")
+    saved_sha256 = saved.get("data", {}).get("sha256")
+    if text_sha256 and saved_sha256 and text_sha256 != saved_sha256:
+        lines.append(
+            f"  the text changed since the bundle was saved (sha256 {saved_sha256[:12]}… -> "
+            f"{text_sha256[:12]}…): training continues on the new text"
+        )
     lines.append(f"  next step's learning rate: {lr_at(step, segments):.6g}")
     if step >= cfg.trainer.max_steps:
         lines.append(
