@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
+import lightning.pytorch as pl
 import torch
 from conftest import TINY, run_mypt_subprocess
 
@@ -59,3 +61,45 @@ def test_console_entry_point_runs_and_errors_are_one_line(tmp_path, text_file):
     assert r.err.strip().splitlines() == [
         f"mypt: error: input file {tmp_path / 'missing.txt'} does not exist"
     ]
+
+
+class GradNormAtStep(pl.Callback):
+    def __init__(self, out_file: str) -> None:
+        """Records the norm of the gradients each optimizer step used (after clipping).
+
+        Args:
+            out_file: JSON file for the list of norms, one per step.
+        """
+        self.out_file = out_file
+        self.norms: list[float] = []
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        def record(optimizer, args, kwargs) -> None:
+            grads = [
+                p.grad.float() for g in optimizer.param_groups for p in g["params"] if p.grad is not None
+            ]
+            self.norms.append(float(torch.linalg.vector_norm(torch.stack([g.norm() for g in grads]))))
+
+        trainer.optimizers[0].register_step_post_hook(record)  # grads as the step used them
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        Path(self.out_file).write_text(json.dumps(self.norms))
+
+
+def test_mixed_precision_with_fused_adamw_clips_gradients(mypt, text_file, tmp_path):
+    """The README's GPU advice (--trainer.precision bf16-mixed) with mypt's defaults (fused AdamW,
+    gradient_clip_val 1.0): Lightning refuses to clip for a fused optimizer; mypt clips itself, so
+    the run trains and every step's gradient has at most the clipping norm. (fp16's loss-scaler
+    path, unscale then clip, runs on GPUs only: on a CPU Lightning turns 16-mixed into bf16.)"""
+    probe = {
+        "class_path": "test_cli_fit.GradNormAtStep",
+        "init_args": {"out_file": str(tmp_path / "norms.json")},
+    }
+    r = mypt("fit", *TINY, "--data.input_file", text_file, "--model_name", "amp", "--trainer.max_steps", "12",
+             "--trainer.precision", "bf16-mixed", "--trainer.gradient_clip_val", "0.05",
+             "--trainer.callbacks", json.dumps([probe]))  # fmt: skip
+    assert r.code == 0, r
+    norms = json.loads((tmp_path / "norms.json").read_text())
+    assert len(norms) == 12 and max(norms) <= 0.05 * 1.001, norms
+    state = bundle.load_training_state(Path("checkpoints/amp"))
+    assert state["step"] == 12 and math.isfinite(state["val_loss"])

@@ -7,6 +7,7 @@ import time
 
 import lightning.pytorch as pl
 import torch
+from lightning.pytorch.plugins.precision import MixedPrecision
 
 from mypt.bundle import build_model, load_config, resolve_bundle
 from mypt.errors import MyptError
@@ -201,14 +202,23 @@ class GPTModule(pl.LightningModule):
     def configure_gradient_clipping(
         self, optimizer: torch.optim.Optimizer, gradient_clip_val=None, gradient_clip_algorithm=None
     ) -> None:
-        """Under FSDP each rank holds a shard of the gradient: clip by the norm over all of them."""
-        strategy = self.trainer.strategy
-        if (
-            isinstance(strategy, BundleFSDPStrategy)
-            and gradient_clip_val
-            and gradient_clip_algorithm in (None, "norm")
-        ):
+        """Clip by the norm of the whole gradient, in the two cases Lightning's own clipping refuses:
+        under FSDP each rank holds a shard of the gradient (FSDP computes the norm over all of them);
+        with mixed precision and a fused AdamW (the default), Lightning refuses because the optimizer
+        unscales inside its step, so the gradients are unscaled here first, as nanoGPT does."""
+        by_norm = bool(gradient_clip_val) and gradient_clip_algorithm in (None, "norm")
+        strategy, precision = self.trainer.strategy, self.trainer.precision_plugin
+        if by_norm and isinstance(strategy, BundleFSDPStrategy):
             strategy.clip_grad_norm(gradient_clip_val)
+        elif (
+            by_norm
+            and isinstance(precision, MixedPrecision)
+            and getattr(optimizer, "_step_supports_amp_scaling", False)
+        ):
+            if precision.scaler is not None:  # fp16: the step then sees that they are unscaled already
+                precision.scaler.unscale_(optimizer)
+            params = [p for group in optimizer.param_groups for p in group["params"]]
+            torch.nn.utils.clip_grad_norm_(params, gradient_clip_val)
         else:
             self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
 
