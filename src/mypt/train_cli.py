@@ -52,6 +52,9 @@ LOG_ROOT = "logs"
 
 # the seed is recorded in training_state.json; Lightning's "Seed set to" line would precede any error
 logging.getLogger("lightning.fabric.utilities.seed").setLevel(logging.WARNING)
+for _name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+    # Lightning advertises its cloud logger at every start; the run's own lines matter more
+    logging.getLogger(_name).addFilter(lambda record: "litlogger" not in record.getMessage())
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")  # Lightning vs torch 2.13
 
 
