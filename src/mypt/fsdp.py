@@ -45,8 +45,6 @@ ALIASES = {"fsdp": {}, "fsdp_cpu_offload": {"cpu_offload": True}}
 class BundleFSDPStrategy(FSDPStrategy):
     """Lightning's FSDP, saving and resuming through the bundle."""
 
-    strategy_name = "mypt_fsdp"
-
     def check(self) -> None:
         """Refuse settings the bundle cannot hold, before any process starts training."""
         if self._state_dict_type != "full":
