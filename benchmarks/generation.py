@@ -12,7 +12,9 @@ from mypt.sampling import sample
 from mypt.tokenizer import Tokenizer
 
 
-def generation_speed(config: GPTConfig, tokenizer: Tokenizer, new_tokens: int, repeats: int) -> dict:
+def generation_speed(
+    config: GPTConfig, tokenizer: Tokenizer, new_tokens: int, repeats: int, use_cache: bool = True
+) -> dict:
     """Tokens per second of sample() from a one-token prompt, median of `repeats` runs."""
     torch.manual_seed(0)
     model = GPT(config).eval()
@@ -20,6 +22,6 @@ def generation_speed(config: GPTConfig, tokenizer: Tokenizer, new_tokens: int, r
     times = []
     for seed in range(repeats):
         start = time.perf_counter()
-        sample(model, tokenizer, prompt, max_new_tokens=new_tokens, seed=seed)
+        sample(model, tokenizer, prompt, max_new_tokens=new_tokens, seed=seed, use_cache=use_cache)
         times.append(time.perf_counter() - start)
     return {"new_tokens": new_tokens, "tokens_per_sec": new_tokens / statistics.median(times)}

@@ -106,9 +106,14 @@ def generation_section(quick: bool) -> dict:
     char = CharTokenizer(sorted(set(text)))
     cfg = {"block_size": 64, "n_layer": 4, "n_head": 4, "n_embd": 128}  # configs/dante_cpu.yaml
     n = 20 if quick else 300
+    # the KV cache within one block: the design note's model (configs/dante.yaml), block_size 256
+    dante = GPTConfig(vocab_size=char.vocab_size, block_size=256, n_layer=6, n_head=6, n_embd=384)
+    m = 10 if quick else 128
     return {
         "char": generation_speed(GPTConfig(vocab_size=char.vocab_size, **cfg), char, n, repeats=3),
         "gpt2": generation_speed(GPTConfig(vocab_size=50304, **cfg), GPT2Tokenizer(), n // 3, repeats=3),
+        "dante_cache": generation_speed(dante, char, m, repeats=3),
+        "dante_no_cache": generation_speed(dante, char, m, repeats=3, use_cache=False),
     }
 
 
@@ -195,10 +200,13 @@ def table(results: dict) -> list[tuple[str, str, str]]:
                          f"token array {d['array_mb']:.0f} MB"))  # fmt: skip
     g = results.get("generation")
     if g:
-        for kind, r in g.items():
-            rows.append(
-                (f"generate tokens/s ({kind}, CPU config)", f"{r['tokens_per_sec']:.0f}", "no KV cache")
-            )
+        for kind in ("char", "gpt2"):
+            rows.append((f"generate tokens/s ({kind}, CPU config, {g[kind]['new_tokens']} tokens)",
+                         f"{g[kind]['tokens_per_sec']:.0f}", "KV cache for the first block_size 64"))  # fmt: skip
+        if "dante_cache" in g:
+            cached, plain = g["dante_cache"]["tokens_per_sec"], g["dante_no_cache"]["tokens_per_sec"]
+            rows.append((f"generate tokens/s, dante.yaml model, {g['dante_cache']['new_tokens']} tokens: "
+                         "cache / none", f"{cached:.0f} / {plain:.0f}", f"KV cache speedup {cached / plain:.1f}x"))  # fmt: skip
     gpu = results.get("gpu")
     if gpu and "skipped" not in gpu:
         r = gpu["gpt2_124m"]

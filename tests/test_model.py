@@ -86,3 +86,29 @@ def test_generate_respects_seed_top_k_and_temperature():
     assert greedy[0, 1].item() == logits[0, -1].argmax().item()
     top1 = model.generate(start, 5, temperature=1.0, top_k=1, generator=torch.Generator().manual_seed(3))
     assert torch.equal(top1[:, :6], greedy[:, :6])  # top_k=1 is greedy
+
+
+def test_kv_cache_gives_the_logits_of_a_full_forward_pass():
+    """Generation with the cache computes each new token from cached keys and values; its logits must
+    be those of running the whole sequence through the model, at every position up to block_size."""
+    from mypt.model import KVCache
+
+    model = tiny(bias=True).eval()
+    idx = torch.randint(0, 50, (2, 16))
+    caches = [KVCache(model.config) for _ in model.transformer.h]
+    with torch.no_grad():
+        logits, _ = model(idx[:, :5], caches=caches, start=0)  # the prompt
+        torch.testing.assert_close(logits, model(idx[:, :5])[0], rtol=0, atol=1e-5)
+        for t in range(5, 16):  # then one token at a time
+            logits, _ = model(idx[:, t : t + 1], caches=caches, start=t)
+            torch.testing.assert_close(logits, model(idx[:, : t + 1])[0], rtol=0, atol=1e-5)
+
+
+def test_generate_with_and_without_the_cache_agree_past_block_size():
+    """Greedy decoding from a 3-token prompt to 40 tokens (the window slides past block_size 16, where
+    the cache is dropped): the same tokens either way."""
+    model = tiny().eval()
+    prompt = torch.tensor([[1, 2, 3]])
+    cached = model.generate(prompt, 37, temperature=0)
+    assert cached.shape == (1, 40)
+    assert torch.equal(cached, model.generate(prompt, 37, temperature=0, use_cache=False))

@@ -15,6 +15,27 @@ from torch.nn import functional as F
 from mypt.config import GPTConfig
 
 
+class KVCache:
+    """One layer's keys and values of the tokens generated so far, so that sampling a token costs one
+    position's forward pass instead of the whole context's. Only for `GPT.generate`."""
+
+    def __init__(self, config: GPTConfig) -> None:
+        self.block_size = config.block_size
+        self.k: torch.Tensor | None = None  # (B, nh, block_size, hs), allocated at the first update
+        self.v: torch.Tensor | None = None
+
+    def update(self, pos: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store k, v (B, nh, T, hs) at positions pos..pos+T-1; return those of positions 0..pos+T-1."""
+        if self.k is None or self.v is None:  # in k's dtype: under autocast it is not the weights'
+            B, nh, _, hs = k.shape
+            self.k = k.new_zeros(B, nh, self.block_size, hs)
+            self.v = v.new_zeros(B, nh, self.block_size, hs)
+        end = pos + k.size(2)
+        self.k[:, :, pos:end] = k
+        self.v[:, :, pos:end] = v
+        return self.k[:, :, :end], self.v[:, :, :end]
+
+
 class CausalSelfAttention(nn.Module):
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
@@ -26,15 +47,17 @@ class CausalSelfAttention(nn.Module):
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.resid_dropout = nn.Dropout(config.dropout)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None, pos: int = 0) -> torch.Tensor:
         B, T, C = x.size()  # batch, sequence length, embedding dim (n_embd)
         q, k, v = self.c_attn(x).split(self.n_embd, dim=2)
         k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
         q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
         v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
-        # flash attention where the device has it
+        if cache is not None:  # generation: the prompt at pos 0, then one new token at a time
+            k, v = cache.update(pos, k, v)
+        # flash attention where the device has it; one new token attends to every cached one
         y = F.scaled_dot_product_attention(
-            q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=True
+            q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=T > 1
         )
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # re-assemble all head outputs side by side
         return self.resid_dropout(self.c_proj(y))
@@ -60,8 +83,8 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
         self.mlp = MLP(config)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x))
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None, pos: int = 0) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), cache, pos)
         x = x + self.mlp(self.ln_2(x))
         return x
 
@@ -106,18 +129,25 @@ class GPT(nn.Module):
             n -= self.transformer.wpe.weight.numel()
         return n
 
-    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
+    def forward(
+        self,
+        idx: torch.Tensor,
+        targets: torch.Tensor | None = None,
+        caches: list[KVCache] | None = None,
+        start: int = 0,
+    ):
         """Returns (logits, loss). Without targets only the last position's logits are computed,
-        which is all sampling needs."""
+        which is all sampling needs. With `caches` (generation), idx holds the tokens at positions
+        start, start+1, ...: the prompt at start 0, then one token at a time."""
         b, t = idx.size()
-        if t > self.config.block_size:
-            raise ValueError(f"sequence of length {t} exceeds block_size {self.config.block_size}")
-        pos = torch.arange(0, t, dtype=torch.long, device=idx.device)  # (t)
+        if start + t > self.config.block_size:
+            raise ValueError(f"sequence of length {start + t} exceeds block_size {self.config.block_size}")
+        pos = torch.arange(start, start + t, dtype=torch.long, device=idx.device)  # (t)
         tok_emb = self.transformer.wte(idx)  # (b, t, n_embd)
         pos_emb = self.transformer.wpe(pos)  # (t, n_embd)
         x = self.transformer.drop(tok_emb + pos_emb)
-        for block in self.transformer.h:
-            x = block(x)
+        for i, block in enumerate(self.transformer.h):
+            x = block(x, None if caches is None else caches[i], start)
         x = self.transformer.ln_f(x)
         if targets is not None:
             logits = self.lm_head(x)  # (b, t, vocab_size)
@@ -141,11 +171,22 @@ class GPT(nn.Module):
         temperature: float = 1.0,
         top_k: int | None = None,
         generator: torch.Generator | None = None,
+        use_cache: bool = True,
     ) -> torch.Tensor:
-        """Extend idx (b, t) by max_new_tokens sampled tokens. Call model.eval() first."""
-        for _ in range(max_new_tokens):
-            idx_cond = idx if idx.size(1) <= self.config.block_size else idx[:, -self.config.block_size :]
-            logits, _ = self(idx_cond)
+        """Extend idx (b, t) by max_new_tokens sampled tokens. Call model.eval() first.
+
+        With `use_cache`, keys and values are kept while the text fits in block_size, so each token
+        costs one position's forward pass; past block_size the window slides and every position
+        changes, so each step then runs the last block_size tokens through the model, as without."""
+        block_size = self.config.block_size
+        use_cache = use_cache and idx.size(1) <= block_size
+        caches = [KVCache(self.config) for _ in self.transformer.h] if use_cache else None
+        for step in range(max_new_tokens):
+            if caches is not None and idx.size(1) <= block_size:
+                new = idx if step == 0 else idx[:, -1:]
+                logits, _ = self(new, caches=caches, start=idx.size(1) - new.size(1))
+            else:
+                logits, _ = self(idx[:, -block_size:])
             logits = logits[:, -1, :]
             if temperature == 0:
                 idx_next = torch.argmax(logits, dim=-1, keepdim=True)

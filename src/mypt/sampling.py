@@ -17,6 +17,7 @@ def sample(
     temperature: float = 0.8,
     top_k: int | None = 200,
     seed: int | None = None,
+    use_cache: bool = True,
 ) -> str:
     """The prompt followed by `max_new_tokens` sampled tokens. Same seed, same text."""
     if max_new_tokens < 0:
@@ -35,7 +36,14 @@ def sample(
     was_training = model.training
     model.eval()
     try:
-        out = model.generate(idx, max_new_tokens, temperature=temperature, top_k=top_k, generator=generator)
+        out = model.generate(
+            idx,
+            max_new_tokens,
+            temperature=temperature,
+            top_k=top_k,
+            generator=generator,
+            use_cache=use_cache,
+        )
     finally:
         model.train(was_training)
     return tokenizer.decode(out[0].tolist())
