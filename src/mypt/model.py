@@ -184,7 +184,8 @@ class GPT(nn.Module):
         for step in range(max_new_tokens):
             if caches is not None and idx.size(1) <= block_size:
                 new = idx if step == 0 else idx[:, -1:]
-                logits, _ = self(new, caches=caches, start=idx.size(1) - new.size(1))
+                # eager even when the model is compiled: each new length would be a recompilation
+                logits, _ = self.forward(new, caches=caches, start=idx.size(1) - new.size(1))
             else:
                 logits, _ = self(idx[:, -block_size:])
             logits = logits[:, -1, :]
