@@ -217,3 +217,16 @@ def test_get_model_info_reads_json_only(monkeypatch):
 def test_model_names_that_would_leave_the_checkpoint_folder(name):
     with pytest.raises(MyptError, match="invalid model name"):
         bundle.bundle_path(name)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_all_finite_is_exact_even_when_the_norm_overflows(dtype):
+    """The fast finiteness check goes by the norm; a norm that overflows (huge but finite weights)
+    must not read as nan/inf, and one nan or inf anywhere must."""
+    # the float32 norm overflows for float32 and bfloat16 (float16 cannot hold such values)
+    big = torch.full((1000,), 3e4 if dtype == torch.float16 else 1e30, dtype=dtype)
+    assert bundle.all_finite(big) and bundle.all_finite(torch.zeros(3, dtype=dtype))
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        t = torch.ones(64, 64, dtype=dtype)
+        t[17, 3] = bad
+        assert not bundle.all_finite(t)

@@ -303,8 +303,11 @@ class BundleCheckpoint(Callback):
         weights_bad = False
         if weights:
             params = [p.to_local() if hasattr(p, "to_local") else p for p in pl_module.parameters()]
-            checks = [torch.isfinite(p).all() for p in params if p.numel()]  # a rank's shards may be empty
-            weights_bad = bool(checks) and not bool(torch.stack(checks).all())
+            params = [p for p in params if p.numel()]  # a rank's shards may be empty
+            # one synchronisation: a norm is nan/inf when an element is (bundle.all_finite)
+            norms = [torch.linalg.vector_norm(p, dtype=torch.float32) for p in params]
+            weights_bad = bool(norms) and not bool(torch.isfinite(torch.stack(norms)).all())
+            weights_bad = weights_bad and not all(bundle.all_finite(p) for p in params)
         if trainer.world_size > 1:
             flags = torch.tensor([-first_bad, int(weights_bad)], device=pl_module.device)
             flags = trainer.strategy.reduce(flags, reduce_op="max")
