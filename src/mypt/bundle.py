@@ -229,7 +229,6 @@ def write_bundle(
     Refuses weights that are not finite (a diverged run must not replace its last good bundle). On
     any failure (disk full, unwritable folder, a signal) the previous bundle is left as it was.
     """
-
     path = Path(path)
     parent = path.parent
     not_finite = [k for k, v in model_state.items() if v.is_floating_point() and not all_finite(v)]

@@ -178,7 +178,7 @@ class BundleCheckpoint(Callback):
         check_strategy(trainer.strategy)
         if not isinstance(trainer.strategy.checkpoint_io, BundleCheckpointIO):
             trainer.strategy.checkpoint_io = BundleCheckpointIO()
-        if stage == "fit" and trainer.world_size > 1:
+        if stage == "fit" and trainer.world_size > 1 and torch.distributed.is_initialized():
             self._check_ranks_agree(trainer)
 
     def _check_ranks_agree(self, trainer: pl.Trainer) -> None:
