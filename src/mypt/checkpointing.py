@@ -136,6 +136,7 @@ def restore_rng(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+STOP_CHECK_EVERY = 10  # steps between the ranks' agreements on a stop signal
 _NO_STEP = 2**62  # "no non-finite loss seen", larger than any step
 
 
@@ -240,7 +241,11 @@ class BundleCheckpoint(Callback):
         if trainer.global_step % max(1, trainer.log_every_n_steps) == 0:
             self.check_finite(trainer, pl_module, weights=False)
         stop = self.stop_signal is not None
-        if trainer.world_size > 1:  # a signal may reach one rank only: all ranks stop at the same step
+        if trainer.world_size > 1:
+            # a signal may reach one rank only: the ranks agree to stop at the same step, every
+            # STOP_CHECK_EVERY steps (a collective at every step would make each step wait for the GPU)
+            if trainer.global_step % STOP_CHECK_EVERY != 0:
+                return
             stop = trainer.strategy.reduce_boolean_decision(stop, all=False)
         if stop:
             trainer.should_stop = True
