@@ -93,6 +93,19 @@ def _batched(chunks: Iterator[str], n: int) -> Iterator[list[str]]:
         yield batch
 
 
+def _encoded_chunks(path: Path, tokenizer: Tokenizer) -> Iterator[np.ndarray]:
+    """The ids of each chunk, in order. Char chunks are encoded one at a time (vectorised already,
+    batching them would only hold more in memory); GPT-2 chunks go to tiktoken's threaded batch
+    encoder CHUNKS_PER_BATCH at a time."""
+    if isinstance(tokenizer, CharTokenizer):
+        for chunk in iter_text_chunks(path):
+            yield tokenizer.encode_array(chunk)
+        return
+    for batch in _batched(iter_text_chunks(path), CHUNKS_PER_BATCH):
+        for ids in tokenizer.encode_batch(batch):
+            yield np.asarray(ids)
+
+
 class TokenCache:
     """Token ids of one text file under one tokenizer, memory-mapped from the cache folder."""
 
@@ -150,14 +163,9 @@ def load_tokens(
     n_tokens = 0
     try:
         with open(tmp, "wb") as out:
-            for batch in _batched(iter_text_chunks(path), CHUNKS_PER_BATCH):
-                if isinstance(tokenizer, CharTokenizer):
-                    arrays = [tokenizer.encode_array(chunk) for chunk in batch]
-                else:
-                    arrays = [np.asarray(ids) for ids in tokenizer.encode_batch(batch)]
-                for ids in arrays:
-                    ids.astype(dtype).tofile(out)
-                    n_tokens += len(ids)
+            for ids in _encoded_chunks(path, tokenizer):
+                ids.astype(dtype).tofile(out)
+                n_tokens += len(ids)
         os.replace(tmp, bin_file)
         meta = {
             "version": CACHE_VERSION,

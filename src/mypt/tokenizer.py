@@ -71,7 +71,7 @@ class CharTokenizer:
         """Vectorised encode for large texts: a lookup table indexed by code point."""
         codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
         if self._lookup is None:
-            table = np.full(max(ord(c) for c in self.chars) + 1, -1, dtype=np.int64)
+            table = np.full(max(ord(c) for c in self.chars) + 1, -1, dtype=np.int32)
             for i, ch in enumerate(self.chars):
                 table[ord(ch)] = i
             self._lookup = table

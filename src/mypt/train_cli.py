@@ -324,4 +324,19 @@ def resume_report(source: Path, saved: dict, cfg, text_sha256: str | None = None
 
 
 def run(args: list[str] | None = None) -> None:
-    MyptCLI(args=args)
+    try:
+        MyptCLI(args=args)
+    finally:
+        _leave_process_group()
+
+
+def _leave_process_group() -> None:
+    """Close the process group before the interpreter exits. Left to interpreter shutdown, a rank's
+    gloo threads are destroyed while still joinable ("terminate called without an active
+    exception", SIGABRT) now and then, after a run that succeeded: torchrun then reports the node
+    as failed and the other nodes wait 5 minutes at its exit barrier. Not a collective: safe on
+    every exit path, whatever the other ranks are doing."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
