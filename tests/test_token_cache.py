@@ -13,13 +13,13 @@ from mypt.tokenizer import CharTokenizer, GPT2Tokenizer
 
 def count_encodes(monkeypatch) -> list[int]:
     calls: list[int] = []
-    original = token_cache._batched
+    original = token_cache._encoded_chunks
 
-    def counting(chunks, n):
+    def counting(path, tokenizer):
         calls.append(1)
-        return original(chunks, n)
+        return original(path, tokenizer)
 
-    monkeypatch.setattr(token_cache, "_batched", counting)
+    monkeypatch.setattr(token_cache, "_encoded_chunks", counting)
     return calls
 
 
