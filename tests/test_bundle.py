@@ -44,6 +44,15 @@ def siblings() -> list[str]:
     return sorted(p.name for p in Path("checkpoints").iterdir() if p.name.startswith("."))
 
 
+def test_config_keys_come_from_gptconfig_in_the_design_notes_order():
+    from mypt.config import ARCHITECTURE_KEYS
+
+    assert bundle.CONFIG_KEYS == (
+        "batch_size", "block_size", "vocab_size", "n_embd", "n_head", "n_layer", "dropout", "bias", "device"
+    )  # fmt: skip
+    assert set(ARCHITECTURE_KEYS) == set(GPTConfig().to_dict())
+
+
 def test_write_then_load_round_trip():
     path = Path("checkpoints/m")
     state = write(path, 10)
@@ -201,7 +210,7 @@ def test_get_model_info_reads_json_only(monkeypatch):
         raise AssertionError("get_model_info must not load tensors or hash files")
 
     monkeypatch.setattr(torch, "load", forbidden)
-    monkeypatch.setattr(bundle, "_sha256_file", forbidden)
+    monkeypatch.setattr(bundle, "sha256_file", forbidden)
     info = bundle.get_model_info("m")
     assert info["training_state"]["step"] == 10
     assert (

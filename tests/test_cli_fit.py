@@ -30,7 +30,7 @@ def test_fit_writes_a_complete_bundle(mypt, text_file):
     assert state["step"] == 30 and state["optimizer_file"] == "optimizer.pt"
     assert state["training_config"] == {"max_iters": 30, "eval_interval": 10, "eval_iters": 2,
                                          "learning_rate": 0.001, "start_step": 0}  # fmt: skip
-    assert state["data"]["sha256"] == bundle._sha256_file(text_file)
+    assert state["data"]["sha256"] == bundle.sha256_file(text_file)
     assert state["seed"] == 1337 and state["init_from"] is None and len(state["history"]) == 1
     weights = torch.load(path / "model.pt", weights_only=True)
     assert all(isinstance(v, torch.Tensor) for v in weights.values())

@@ -331,9 +331,9 @@ def test_strategies_whose_checkpoints_bypass_the_bundle_are_refused_before_train
     CheckpointIO plugin: mypt stops before training rather than failing at the first save, hours in."""
     from lightning.pytorch.strategies import DDPStrategy, FSDPStrategy, ModelParallelStrategy
 
-    from mypt.checkpointing import check_strategy
     from mypt.errors import MyptError
     from mypt.fsdp import BundleFSDPStrategy
+    from mypt.guards import check_strategy
 
     check_strategy(DDPStrategy())
     check_strategy(BundleFSDPStrategy())

@@ -29,7 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mypt.config import GPTConfig
+from mypt.config import ARCHITECTURE_KEYS, DATA_ARCHITECTURE_KEYS, GPTConfig
 from mypt.errors import MyptError
 from mypt.tokenizer import GPT2_VOCAB_SIZE, Tokenizer, tokenizer_from_dict
 
@@ -50,18 +50,8 @@ OPTIMIZER_FILE = "optimizer.pt"
 MANIFEST_FILE = "manifest.json"
 BUNDLE_FILES = (MODEL_FILE, CONFIG_FILE, TOKENIZER_FILE, TRAINING_STATE_FILE, OPTIMIZER_FILE)
 
-# config.json holds exactly these keys, as in the design note
-CONFIG_KEYS = (
-    "batch_size",
-    "block_size",
-    "vocab_size",
-    "n_embd",
-    "n_head",
-    "n_layer",
-    "dropout",
-    "bias",
-    "device",
-)
+# config.json holds exactly these keys, in this order, as in the design note
+CONFIG_KEYS = (*DATA_ARCHITECTURE_KEYS, *ARCHITECTURE_KEYS, "device")
 DEFAULT_ROOT = "checkpoints"
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 
@@ -340,11 +330,12 @@ def _verify(path: Path, manifest: dict, check_hash: bool, names: tuple[str, ...]
             raise MyptError(
                 f"{file} is {size} bytes but {MANIFEST_FILE} says {entry['size']}: truncated or replaced"
             )
-        if check_hash and _sha256_file(file) != entry["sha256"]:
+        if check_hash and sha256_file(file) != entry["sha256"]:
             raise MyptError(f"{file} does not match its sha256 in {MANIFEST_FILE}: the file is corrupt")
 
 
-def _sha256_file(path: Path) -> str:
+def sha256_file(path: str | os.PathLike) -> str:
+    """The sha256 of a file's bytes, as hex: the manifest's checksums and the text's identity."""
     with open(path, "rb") as f:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
@@ -456,6 +447,17 @@ def load_training_state(path: Path, required: bool = False) -> dict:
         if state.get(key) is not None and not isinstance(state[key], kind):
             raise MyptError(f"{file}: {key} must be a JSON {'object' if kind is dict else 'list'}")
     return state
+
+
+def flat_settings(training_state: dict) -> dict[str, Any]:
+    """training_state.json's `settings` as flat `section.key` -> value (`model.learning_rate`,
+    `trainer.max_steps`): the names the command line uses."""
+    settings = training_state.get("settings") or {}
+    return {
+        f"{section}.{key}": value
+        for section in ("model", "trainer")
+        for key, value in (settings.get(section) or {}).items()
+    }
 
 
 def check_resumable(path: Path) -> None:

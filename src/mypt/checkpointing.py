@@ -4,7 +4,8 @@
 and back, so `trainer.save_checkpoint(...)` and `trainer.fit(ckpt_path=...)` keep using Lightning's
 own save/restore machinery (loops, optimizer, callbacks). `BundleCheckpoint` is the callback that
 decides when to save and adds what the bundle records beyond Lightning's state: config.json,
-tokenizer.json, the readable training_state.json and the RNG states an exact resume needs.
+tokenizer.json, the readable training_state.json and the RNG states an exact resume needs. What
+stops a run (signals, nan/inf, ranks that disagree, refused strategies) is mypt.guards.
 """
 
 from __future__ import annotations
@@ -12,11 +13,8 @@ from __future__ import annotations
 import os
 import random
 import shutil
-import signal
 import sys
-import threading
 import time
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -25,14 +23,12 @@ import numpy as np
 import torch
 from lightning.fabric.plugins import CheckpointIO
 from lightning.pytorch.callbacks import Callback
-from lightning.pytorch.strategies import FSDPStrategy, ModelParallelStrategy, Strategy
 
 from mypt import bundle
+from mypt.config import ARCHITECTURE_KEYS
 from mypt.errors import MyptError
-from mypt.fsdp import BundleFSDPStrategy
+from mypt.guards import RunGuard, check_ranks_agree, check_strategy
 
-# hyperparameters of the model that are architecture (config.json), not training settings
-ARCHITECTURE_KEYS = ("block_size", "vocab_size", "n_layer", "n_head", "n_embd", "dropout", "bias")
 # Lightning checkpoint entries that the bundle keeps as JSON, or not at all
 _NOT_IN_OPTIMIZER_FILE = (
     "state_dict", "mypt", "hyper_parameters", "hparams_name", "datamodule_hyper_parameters",
@@ -90,26 +86,6 @@ class BundleCheckpointIO(CheckpointIO):
         shutil.rmtree(path, ignore_errors=True)
 
 
-def check_strategy(strategy: Strategy) -> None:
-    """Refuse, before any training, a strategy whose checkpoints bypass the CheckpointIO plugin: with
-    it no bundle could be written, and the run would fail at its first save, hours in. Lightning's
-    own FSDPStrategy (2.6) loads full checkpoints itself and refuses to save into an existing folder
-    (mypt's BundleFSDPStrategy does not); DeepSpeed and ModelParallel write their own sharded formats."""
-    if isinstance(strategy, BundleFSDPStrategy):
-        strategy.check()
-        return
-    if isinstance(strategy, FSDPStrategy):
-        raise MyptError(
-            f"--trainer.strategy {type(strategy).__name__} saves its own checkpoint files, not mypt's bundle: "
-            "use --trainer.strategy fsdp (or mypt.fsdp.BundleFSDPStrategy to pass FSDP options)"
-        )
-    if isinstance(strategy, ModelParallelStrategy) or "DeepSpeed" in type(strategy).__name__:
-        raise MyptError(
-            f"--trainer.strategy {type(strategy).__name__} is not supported: its checkpoints bypass mypt's "
-            "bundle; use fsdp (sharded, for models that do not fit one GPU) or ddp"
-        )
-
-
 def capture_rng() -> dict:
     """RNG states as tensors and plain containers (safe for weights_only loading)."""
     np_state = np.random.get_state()
@@ -136,10 +112,6 @@ def restore_rng(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-STOP_CHECK_EVERY = 10  # steps between the ranks' agreements on a stop signal
-_NO_STEP = 2**62  # "no non-finite loss seen", larger than any step
-
-
 def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S%z")
 
@@ -150,6 +122,7 @@ class BundleCheckpoint(Callback):
         dirpath: str | os.PathLike,
         command_line: list[str] | None = None,
         resume_step: int | None = None,
+        guard: RunGuard | None = None,
     ) -> None:
         """Writes the bundle at every validation and at the end of training.
 
@@ -158,6 +131,8 @@ class BundleCheckpoint(Callback):
             command_line: The arguments this run was started with, recorded in the run's history.
             resume_step: The step of the bundle this process resumes from (None: a new model); every
                 rank must name the same one.
+            guard: The run's RunGuard (register it as a callback before this one); it checks the
+                weights for nan/inf before every save. By default one of its own, used for that check.
         """
         self.dirpath = Path(dirpath)
         self.resume_step = resume_step
@@ -167,11 +142,7 @@ class BundleCheckpoint(Callback):
         self.started_at = _now()
         self.last_saved_step: int | None = None
         self.last_val_loss: float | None = None
-        self.stop_signal: int | None = None  # set when SIGINT/SIGTERM asked the run to stop
-        self._previous_handlers: dict[int, Any] = {}
-        # (step, loss) of the steps since the last finiteness check; kept on the device, so the
-        # check costs one synchronisation per log interval rather than one per step
-        self._recent_losses: list[tuple[int, torch.Tensor]] = []
+        self.guard = guard if guard is not None else RunGuard(self.dirpath)
 
     # -- Lightning state --------------------------------------------------------------------
 
@@ -180,22 +151,7 @@ class BundleCheckpoint(Callback):
         if not isinstance(trainer.strategy.checkpoint_io, BundleCheckpointIO):
             trainer.strategy.checkpoint_io = BundleCheckpointIO()
         if stage == "fit" and trainer.world_size > 1 and torch.distributed.is_initialized():
-            self._check_ranks_agree(trainer)
-
-    def _check_ranks_agree(self, trainer: pl.Trainer) -> None:
-        """Every rank must resume the same bundle. On several nodes, a node that does not see the
-        checkpoint folder would start a new model while the others resume, and the run would hang at
-        its first collective; stop all ranks with the reason instead."""
-        steps: list[int] = [0] * trainer.world_size
-        torch.distributed.all_gather_object(steps, -1 if self.resume_step is None else self.resume_step)
-        if len(set(steps)) > 1:
-            seen = ", ".join(
-                f"rank {rank}: {'no bundle' if s < 0 else f'step {s}'}" for rank, s in enumerate(steps)
-            )
-            raise MyptError(
-                f"the ranks do not resume the same bundle ({seen}): every node must see the same "
-                f"{self.dirpath.parent}/ folder, e.g. on a shared filesystem"
-            )
+            check_ranks_agree(trainer, self.resume_step, self.dirpath.parent)
 
     def state_dict(self) -> dict:
         return {"rng": capture_rng()}
@@ -218,38 +174,6 @@ class BundleCheckpoint(Callback):
 
     # -- when to save -----------------------------------------------------------------------
 
-    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        """SIGINT (Ctrl-C) and SIGTERM (a cluster's notice before preemption) stop the run at the
-        next step boundary; on_train_end then saves the bundle for that step."""
-        if threading.current_thread() is not threading.main_thread():
-            return
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            self._previous_handlers[signum] = signal.signal(signum, self._request_stop)
-
-    def _request_stop(self, signum: int, frame: Any) -> None:
-        if self.stop_signal is not None and signum == signal.SIGINT:
-            raise KeyboardInterrupt  # a second Ctrl-C: stop now
-        self.stop_signal = signum
-        print(f"\nmypt: {signal.Signals(signum).name} received: stopping after this step", file=sys.stderr)
-
-    def on_train_batch_end(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, *args: Any
-    ) -> None:
-        loss = outputs.get("loss") if isinstance(outputs, Mapping) else outputs
-        if isinstance(loss, torch.Tensor):
-            self._recent_losses.append((trainer.global_step, loss.detach()))
-        if trainer.global_step % max(1, trainer.log_every_n_steps) == 0:
-            self.check_finite(trainer, pl_module, weights=False)
-        stop = self.stop_signal is not None
-        if trainer.world_size > 1:
-            # a signal may reach one rank only: the ranks agree to stop at the same step, every
-            # STOP_CHECK_EVERY steps (a collective at every step would make each step wait for the GPU)
-            if trainer.global_step % STOP_CHECK_EVERY != 0:
-                return
-            stop = trainer.strategy.reduce_boolean_decision(stop, all=False)
-        if stop:
-            trainer.should_stop = True
-
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking or trainer.state.fn != "fit":
             return
@@ -259,22 +183,13 @@ class BundleCheckpoint(Callback):
         self.save(trainer)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._restore_signal_handlers()
         if self.last_saved_step != trainer.global_step:
             self.save(trainer)
-
-    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        self._restore_signal_handlers()  # also after an error, when on_train_end never ran
-
-    def _restore_signal_handlers(self) -> None:
-        for signum, handler in self._previous_handlers.items():
-            signal.signal(signum, handler)
-        self._previous_handlers.clear()
 
     def save(self, trainer: pl.Trainer) -> None:
         """Write the bundle for this step, unless the run has diverged: a non-finite loss or weight
         stops the run with an error and leaves the last good bundle untouched."""
-        self.check_finite(trainer, trainer.lightning_module, weights=True)
+        self.guard.check_finite(trainer, trainer.lightning_module, weights=True)
         if trainer.world_size == 1:
             trainer.save_checkpoint(self.dirpath, weights_only=False)
         else:  # rank zero writes: if that fails (a full disk), every rank stops with its reason
@@ -291,49 +206,6 @@ class BundleCheckpoint(Callback):
                     raise error  # not a failed write but a bug: its traceback
                 raise MyptError(message)
         self.last_saved_step = trainer.global_step
-
-    # -- divergence -------------------------------------------------------------------------
-
-    def check_finite(self, trainer: pl.Trainer, pl_module: pl.LightningModule, weights: bool) -> None:
-        """Raise MyptError naming the first step whose training loss was nan/inf (and, when `weights`,
-        if any weight is). Every rank takes part, so all stop together instead of one waiting forever."""
-        recent, self._recent_losses = self._recent_losses, []
-        first_bad, value = _NO_STEP, ""
-        if recent:
-            losses = torch.stack([loss.float().reshape(()) for _, loss in recent]).cpu()
-            bad = (~torch.isfinite(losses)).nonzero()
-            if len(bad):
-                index = int(bad[0])
-                first_bad, value = recent[index][0], str(float(losses[index]))
-        weights_bad = False
-        if weights:
-            params = [p.to_local() if hasattr(p, "to_local") else p for p in pl_module.parameters()]
-            params = [p for p in params if p.numel()]  # a rank's shards may be empty
-            # one synchronisation: a norm is nan/inf when an element is (bundle.all_finite)
-            norms = [torch.linalg.vector_norm(p, dtype=torch.float32) for p in params]
-            weights_bad = bool(norms) and not bool(torch.isfinite(torch.stack(norms)).all())
-            weights_bad = weights_bad and not all(bundle.all_finite(p) for p in params)
-        if trainer.world_size > 1:
-            flags = torch.tensor([-first_bad, int(weights_bad)], device=pl_module.device)
-            flags = trainer.strategy.reduce(flags, reduce_op="max")
-            if -int(flags[0]) != first_bad:
-                first_bad, value = -int(flags[0]), "nan or inf"
-            weights_bad = bool(flags[1])
-        if first_bad == _NO_STEP and not weights_bad:
-            return
-        kept = (
-            f"the last good bundle, {self.dirpath} at step {self.last_saved_step}, is kept"
-            if self.last_saved_step is not None and (self.dirpath / bundle.CONFIG_FILE).is_file()
-            else "no bundle was saved by this run"
-        )
-        if first_bad != _NO_STEP:
-            what = f"the training loss became {value} at step {first_bad}"
-        else:
-            what = f"the weights hold nan or inf at step {trainer.global_step}"
-        raise MyptError(
-            f"{what}: training stopped and nothing was saved; {kept}. Lower --model.learning_rate "
-            "(or --trainer.gradient_clip_val) and resume from the last good bundle"
-        )
 
     # -- what the bundle records ------------------------------------------------------------
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from mypt.bundle import DEFAULT_ROOT, get_model_info, is_bundle
 from mypt.errors import MyptError
 from mypt.report import format_comparison, format_info, format_list, list_row
+from mypt.sampling import DEFAULT_MAX_NEW_TOKENS, DEFAULT_PROMPT, DEFAULT_TEMPERATURE, DEFAULT_TOP_K
 
 TRAINING_SUBCOMMANDS = ("fit", "validate", "test", "predict")
 
@@ -99,10 +100,10 @@ def _reader_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("generate", help="sample text from a bundle")
     p.add_argument("bundle", help="a bundle folder, or a model name under --checkpoint_dir")
-    p.add_argument("--prompt", default="\n")
-    p.add_argument("--max_new_tokens", type=int, default=200)
-    p.add_argument("--temperature", type=float, default=0.8)
-    p.add_argument("--top_k", type=int, default=200)
+    p.add_argument("--prompt", default=DEFAULT_PROMPT)
+    p.add_argument("--max_new_tokens", type=int, default=DEFAULT_MAX_NEW_TOKENS)
+    p.add_argument("--temperature", type=float, default=DEFAULT_TEMPERATURE)
+    p.add_argument("--top_k", type=int, default=DEFAULT_TOP_K)
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--device", default="cpu", help="cpu, cuda, mps (default cpu)")
     p.add_argument("--checkpoint_dir", default=DEFAULT_ROOT)

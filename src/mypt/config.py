@@ -14,11 +14,12 @@ class GPTConfig:
     """The architecture: every value that fixes the shape of the weights (plus dropout, which is
     fixed for a model's lifetime by convention, as in the design note)."""
 
+    # in the design note's config.json order
     block_size: int = 256
     vocab_size: int = 65
-    n_layer: int = 6
-    n_head: int = 6
     n_embd: int = 384
+    n_head: int = 6
+    n_layer: int = 6
     dropout: float = 0.0
     bias: bool = False
 
@@ -37,5 +38,12 @@ class GPTConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> GPTConfig:
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in names})
+        return cls(**{k: v for k, v in values.items() if k in ARCHITECTURE_KEYS})
+
+
+# The architecture's keys, from the dataclass: the LightningModule's `model.*` arguments that fix
+# the weights, and (with the data's batch size) config.json. Every other list of them derives from
+# these two.
+ARCHITECTURE_KEYS: tuple[str, ...] = tuple(f.name for f in fields(GPTConfig))
+# config.json keys that are the data's arguments (`data.*`), not the model's
+DATA_ARCHITECTURE_KEYS: tuple[str, ...] = ("batch_size",)

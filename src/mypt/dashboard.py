@@ -24,24 +24,25 @@ from lightning.pytorch.callbacks import Callback, TQDMProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch.utils.tensorboard.summary import hparams as hparams_summaries
 
+from mypt.config import ARCHITECTURE_KEYS
 from mypt.errors import MyptError
 from mypt.fsdp import BundleFSDPStrategy, whole_model
-from mypt.sampling import sample
+from mypt.module import is_logging_step
+from mypt.sampling import DEFAULT_MAX_NEW_TOKENS, DEFAULT_PROMPT, DEFAULT_TEMPERATURE, DEFAULT_TOP_K, sample
 
 SAMPLE_TAG = "samples"
 # the scalars the HParams tab shows beside each model's settings (their latest values)
 HPARAM_METRICS = ("val/loss", "train/loss")
-ARCHITECTURE = ("n_layer", "n_head", "n_embd", "block_size", "vocab_size", "dropout", "bias")
 TRAINING = ("learning_rate", "min_lr_ratio", "warmup_steps", "weight_decay", "beta1", "beta2", "init_from")
 
 
 class TrainingDashboard(Callback):
     def __init__(
         self,
-        prompt: str = "\n",
-        max_new_tokens: int = 200,
-        temperature: float = 0.8,
-        top_k: int | None = 200,
+        prompt: str = DEFAULT_PROMPT,
+        max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
+        temperature: float = DEFAULT_TEMPERATURE,
+        top_k: int | None = DEFAULT_TOP_K,
         seed: int = 1337,
     ) -> None:
         """TensorBoard extras: grad_norm, a text sample at each validation, and HParams.
@@ -73,7 +74,7 @@ class TrainingDashboard(Callback):
         try:
             tokenizer.encode(self.prompt)
         except MyptError as e:
-            if self.prompt != "\n":
+            if self.prompt != DEFAULT_PROMPT:
                 raise MyptError(f"--dashboard.prompt: {e}") from None
             self.prompt = tokenizer.decode([0])  # a vocabulary without newlines: start from its first token
 
@@ -104,7 +105,7 @@ class TrainingDashboard(Callback):
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: torch.optim.Optimizer
     ) -> None:
         """The norm of all gradients before clipping, on the steps whose metrics are written."""
-        if (trainer.global_step + 1) % trainer.log_every_n_steps != 0:
+        if not is_logging_step(trainer, trainer.global_step + 1):
             return
         if isinstance(trainer.strategy, BundleFSDPStrategy):  # each rank holds a shard of the gradient
             pl_module.log("grad_norm", trainer.strategy.total_grad_norm(), on_step=True, on_epoch=False)
@@ -134,7 +135,7 @@ class TrainingDashboard(Callback):
 def run_hparams(trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Any]:
     """Architecture and training settings as flat scalars (TensorBoard takes numbers, text, booleans)."""
     hparams = dict(pl_module.hparams)
-    params: dict[str, Any] = {k: hparams[k] for k in ARCHITECTURE + TRAINING if k in hparams}
+    params: dict[str, Any] = {k: hparams[k] for k in ARCHITECTURE_KEYS + TRAINING if k in hparams}
     params["max_steps"] = trainer.max_steps
     params["accumulate_grad_batches"] = trainer.accumulate_grad_batches
     params["gradient_clip_val"] = trainer.gradient_clip_val

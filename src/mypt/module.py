@@ -10,11 +10,12 @@ import torch
 from lightning.pytorch.plugins.precision import MixedPrecision
 
 from mypt.bundle import build_model, load_config, resolve_bundle
+from mypt.config import ARCHITECTURE_KEYS
 from mypt.errors import MyptError
 from mypt.fsdp import BundleFSDPStrategy
 from mypt.model import GPT, GPTConfig
 from mypt.sampling import sample
-from mypt.schedule import continue_schedule, lr_at, new_schedule
+from mypt.schedule import check_last_step, continue_schedule, lr_at, new_schedule
 
 # bf16 dense peak FLOP/s per device, for MFU; devices not listed log no MFU
 PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12, "A10": 125e12, "4090": 165e12}
@@ -25,6 +26,14 @@ def device_peak_flops(device: torch.device) -> float | None:
         return None
     name = torch.cuda.get_device_name(device)
     return next((flops for key, flops in PEAK_FLOPS.items() if key in name), None)
+
+
+def is_logging_step(trainer: pl.Trainer, step: int) -> bool:
+    """Whether Lightning's logger writes the metrics of optimizer step number `step`, counted from 1
+    (the step being taken is global_step + 1; once taken, it is global_step). Lightning writes when
+    it is a multiple of log_every_n_steps; 0 means no logging (Lightning's own rule)."""
+    every = trainer.log_every_n_steps
+    return every > 0 and step % every == 0
 
 
 def unwrapped_name(name: str) -> str:
@@ -77,10 +86,7 @@ class GPTModule(pl.LightningModule):
         super().__init__()
         self.save_hyperparameters()
         try:
-            self.config = GPTConfig(
-                block_size=block_size, vocab_size=vocab_size, n_layer=n_layer, n_head=n_head,
-                n_embd=n_embd, dropout=dropout, bias=bias,
-            )  # fmt: skip
+            self.config = GPTConfig(**{k: self.hparams[k] for k in ARCHITECTURE_KEYS})
         except ValueError as e:
             raise MyptError(str(e)) from None
         for name in ("learning_rate", "weight_decay", "beta1", "beta2", "min_lr_ratio", "warmup_steps"):
@@ -121,18 +127,12 @@ class GPTModule(pl.LightningModule):
         for group in self.optimizers().param_groups:
             group["lr"] = lr
         loss = self._loss(batch)
-        if self._is_logging_step():
+        if is_logging_step(self.trainer, self.global_step + 1):
             # only on the steps the logger writes: self.log costs ~0.5 ms of Python per call, which
             # on a small CPU model is a few percent of a step (see docs/benchmarks.md)
             self.log("train/loss", loss, prog_bar=True)
             self.log("lr", lr)
         return loss
-
-    def _is_logging_step(self) -> bool:
-        """Whether the logger writes this step's metrics: Lightning writes when the number of the
-        step being taken (global_step + 1) is a multiple of log_every_n_steps."""
-        every = self.trainer.log_every_n_steps
-        return every > 0 and (self.global_step + 1) % every == 0
 
     def validation_step(self, batch, batch_idx: int) -> None:
         self.log("val/loss", self._loss(batch), prog_bar=True, sync_dist=True)
@@ -147,7 +147,7 @@ class GPTModule(pl.LightningModule):
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
         """Throughput (and MFU on a known GPU) over the steps since the last logged step."""
         step = self.global_step
-        if step % self.trainer.log_every_n_steps != 0:
+        if not is_logging_step(self.trainer, step):
             return
         now = time.perf_counter()
         if self._timer is not None and step > self._timer[1]:
@@ -245,8 +245,7 @@ class GPTModule(pl.LightningModule):
 
     def on_train_start(self) -> None:
         """Settings given for this run win over those restored with the optimizer state."""
-        if self.trainer.max_steps is None or self.trainer.max_steps < 0:
-            raise MyptError("set --trainer.max_steps: the learning-rate schedule needs a last step")
+        check_last_step(self.trainer.max_steps)
         self._peak_flops = device_peak_flops(self.device)
         matrices, _others = self.optimizers().param_groups  # as built in configure_optimizers
         matrices["weight_decay"] = self.hparams.weight_decay

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from mypt.bundle import flat_settings
+
 
 def human_bytes(n: int) -> str:
     size = float(n)
@@ -123,8 +125,7 @@ def comparable(info: dict) -> dict[str, object]:
     flat["step"] = state.get("step")
     flat["val_loss"] = state.get("val_loss")
     flat.update({f"training_config.{k}": v for k, v in state.get("training_config", {}).items()})
-    for section in ("model", "trainer"):
-        flat.update({f"{section}.{k}": v for k, v in state.get("settings", {}).get(section, {}).items()})
+    flat.update(flat_settings(state))
     data = state.get("data") or {}
     flat.update({f"data.{k}": v for k, v in data.items() if k not in ("batch_size", "block_size")})
     flat["seed"] = state.get("seed")

@@ -1,32 +1,46 @@
-"""Text from a model: one plain function shared by `mypt generate` and anything else that samples."""
+"""Text from a model: one plain function shared by `mypt generate` and anything else that samples.
+
+The sampling defaults live here too, for `mypt generate`, the dashboard's validation samples and
+`predict`. torch is imported by `sample` itself, so that `mypt generate --help` and the other
+commands that read these defaults start without it.
+"""
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
 
 from mypt.errors import MyptError
-from mypt.model import GPT
-from mypt.tokenizer import Tokenizer
+
+if TYPE_CHECKING:
+    from mypt.model import GPT
+    from mypt.tokenizer import Tokenizer
+
+DEFAULT_PROMPT = "\n"
+DEFAULT_MAX_NEW_TOKENS = 200
+DEFAULT_TEMPERATURE = 0.8
+DEFAULT_TOP_K = 200
 
 
 def sample(
     model: GPT,
     tokenizer: Tokenizer,
-    prompt: str = "\n",
-    max_new_tokens: int = 200,
-    temperature: float = 0.8,
-    top_k: int | None = 200,
+    prompt: str = DEFAULT_PROMPT,
+    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
+    temperature: float = DEFAULT_TEMPERATURE,
+    top_k: int | None = DEFAULT_TOP_K,
     seed: int | None = None,
     use_cache: bool = True,
 ) -> str:
     """The prompt followed by `max_new_tokens` sampled tokens. Same seed, same text."""
+    import torch
+
     if max_new_tokens < 0:
         raise MyptError(f"max_new_tokens must not be negative, got {max_new_tokens}")
     if temperature < 0:
         raise MyptError(f"temperature must not be negative, got {temperature}")
     if top_k is not None and top_k <= 0:
         raise MyptError(f"top_k must be positive, got {top_k}")
-    ids = tokenizer.encode(prompt or "\n")
+    ids = tokenizer.encode(prompt or DEFAULT_PROMPT)
     if not ids:
         raise MyptError("the prompt encodes to no tokens")
     device = next(model.parameters()).device

@@ -14,6 +14,14 @@ from __future__ import annotations
 
 import math
 
+from mypt.errors import MyptError
+
+
+def check_last_step(max_steps: int | None) -> None:
+    """The schedule decays toward a last step: refuse a run without one (Lightning's -1, "no limit")."""
+    if max_steps is None or max_steps < 0:
+        raise MyptError("set --trainer.max_steps: the learning-rate schedule needs a last step")
+
 
 def make_segment(
     start_step: int,

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mypt.bundle import sha256_file
 from mypt.errors import MyptError
 from mypt.tokenizer import CharTokenizer, Tokenizer, build_tokenizer, tokenizer_from_dict
 
@@ -41,11 +42,6 @@ def check_text_file(path: Path) -> None:
         raise MyptError(f"input file {path} is not a regular file")
     if path.stat().st_size == 0:
         raise MyptError(f"input file {path} is empty")
-
-
-def sha256_file(path: Path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def iter_text_chunks(path: Path, chunk_bytes: int = CHUNK_BYTES) -> Iterator[str]:

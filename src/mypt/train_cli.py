@@ -21,13 +21,15 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from mypt import bundle, fsdp
-from mypt.checkpointing import ARCHITECTURE_KEYS, BundleCheckpoint, check_strategy
+from mypt.checkpointing import BundleCheckpoint
+from mypt.config import ARCHITECTURE_KEYS, DATA_ARCHITECTURE_KEYS
 from mypt.dashboard import StepProgressBar, TrainingDashboard
 from mypt.data import TextDataModule
 from mypt.errors import MyptError
+from mypt.guards import RunGuard, check_strategy
 from mypt.hf import resolve_init_from
 from mypt.module import GPTModule
-from mypt.schedule import continue_schedule, lr_at
+from mypt.schedule import check_last_step, continue_schedule, lr_at
 
 TRAINER_DEFAULTS: dict[str, Any] = {
     "max_steps": 5000,
@@ -39,8 +41,6 @@ TRAINER_DEFAULTS: dict[str, Any] = {
     "num_sanity_val_steps": 0,
     "enable_checkpointing": False,  # the bundle callback does the saving
 }
-# the fields of the architecture that live in the data block
-DATA_ARCHITECTURE_KEYS = ("batch_size",)
 # where the design note's training_config keys live on the command line
 TRAINING_CONFIG_KEYS = {
     "max_iters": "trainer.max_steps",
@@ -117,8 +117,7 @@ class MyptCLI(LightningCLI):
             self._check_architecture(
                 cfg, bundle.load_config(parent), parent, allowed=("dropout", "batch_size")
             )
-        if cfg.trainer.max_steps is None or cfg.trainer.max_steps < 0:
-            raise MyptError("set --trainer.max_steps: the learning-rate schedule needs a last step")
+        check_last_step(cfg.trainer.max_steps)
 
     def _resume_source(self, subcommand: str, cfg) -> Path | None:
         if cfg.get("ckpt_path"):
@@ -152,19 +151,13 @@ class MyptCLI(LightningCLI):
             "data.tokenizer_file": str(source / bundle.TOKENIZER_FILE),
             "data.tokenizer": tokenizer.get("token_kind"),
         }
-        defaults.update(_architecture_defaults(self.saved_config, ARCHITECTURE_KEYS))
-        training_config = self.saved_state.get("training_config", {})
-        for key, dest in TRAINING_CONFIG_KEYS.items():
-            if key in training_config:
-                defaults[dest] = training_config[key]
-        settings = self.saved_state.get("settings", {})
-        for section in ("model", "trainer"):
-            for key, value in settings.get(section, {}).items():
-                defaults[f"{section}.{key}"] = value
-        data = self.saved_state.get("data", {})
+        defaults.update(_architecture_defaults(self.saved_config))
+        saved = saved_settings(self.saved_state)
+        defaults.update({k: v for k, v in saved.items() if not k.startswith("data.")})
         for key in ("input_file", "train_split", "seed", "url"):
-            if key in data:
-                defaults[f"data.{key}"] = data[key]
+            if f"data.{key}" in saved:
+                defaults[f"data.{key}"] = saved[f"data.{key}"]
+        data = self.saved_state.get("data", {})
         if data.get("input_file") and not Path(data["input_file"]).exists():
             # a relative path recorded in another working folder: the file where it was trained
             if data.get("input_path") and Path(data["input_path"]).is_file():
@@ -176,7 +169,7 @@ class MyptCLI(LightningCLI):
     def _set_defaults_from_parent(self, subcommand: str, parent: Path) -> None:
         config = bundle.load_config(parent)
         tokenizer = bundle.read_json(parent / bundle.TOKENIZER_FILE)
-        defaults = _architecture_defaults(config, ARCHITECTURE_KEYS)
+        defaults = _architecture_defaults(config)
         defaults["data.tokenizer_file"] = str(parent / bundle.TOKENIZER_FILE)
         defaults["data.tokenizer"] = tokenizer.get("token_kind")
         self._set_defaults(subcommand, defaults)
@@ -221,7 +214,11 @@ class MyptCLI(LightningCLI):
         user_callbacks = user_callbacks if isinstance(user_callbacks, list) else [user_callbacks]
         callbacks = [*user_callbacks, *(kwargs.pop("callbacks", []) or [])]
         resume_step = self.saved_state.get("step", 0) if self.resume_from is not None else None
-        callbacks.append(BundleCheckpoint(dirpath, command_line=self.command_line, resume_step=resume_step))
+        guard = RunGuard(dirpath)  # before the saver: it restores the signal handlers before the last save
+        saver = BundleCheckpoint(
+            dirpath, command_line=self.command_line, resume_step=resume_step, guard=guard
+        )
+        callbacks += [guard, saver]
         has_bar = any(isinstance(c, ProgressBar) for c in callbacks)  # Lightning accepts only one
         if cfg.trainer.get("enable_progress_bar") is not False and not has_bar:
             callbacks.append(StepProgressBar())
@@ -242,15 +239,15 @@ class MyptCLI(LightningCLI):
             print(resume_report(self.resume_from, self.saved_state, self.config["fit"], text_sha256))
 
     def after_fit(self) -> None:
-        saver = next(c for c in self.trainer.callbacks if isinstance(c, BundleCheckpoint))
-        if saver.stop_signal is not None:
-            name = signal.Signals(saver.stop_signal).name
+        guard = next(c for c in self.trainer.callbacks if isinstance(c, RunGuard))
+        if guard.stop_signal is not None:
+            name = signal.Signals(guard.stop_signal).name
             print(
-                f"mypt: stopped by {name} at step {self.trainer.global_step}; bundle saved to {saver.dirpath}; "
-                f"continue with: mypt fit --ckpt_path {saver.dirpath}",
+                f"mypt: stopped by {name} at step {self.trainer.global_step}; bundle saved to {guard.dirpath}; "
+                f"continue with: mypt fit --ckpt_path {guard.dirpath}",
                 file=sys.stderr,
             )
-            raise SystemExit(128 + saver.stop_signal)
+            raise SystemExit(128 + guard.stop_signal)
 
     def predict(self, model: GPTModule, datamodule: TextDataModule, **kwargs: Any) -> None:
         """Lightning's predict, with the samples printed (one per --data.prompts entry)."""
@@ -258,14 +255,27 @@ class MyptCLI(LightningCLI):
             print(text)
 
 
-def _architecture_defaults(config: dict, keys: tuple[str, ...]) -> dict[str, Any]:
-    defaults = {f"model.{k}": config[k] for k in keys if k in config}
+def _architecture_defaults(config: dict) -> dict[str, Any]:
+    defaults = {f"model.{k}": config[k] for k in ARCHITECTURE_KEYS if k in config}
     defaults.update({f"data.{k}": config[k] for k in DATA_ARCHITECTURE_KEYS if k in config})
     return defaults
 
 
 def _parser_keys(parser: LightningArgumentParser) -> set[str]:
     return {action.dest for action in parser._actions}  # noqa: SLF001 - jsonargparse exposes no public list
+
+
+def saved_settings(state: dict) -> dict[str, Any]:
+    """A bundle's recorded settings under their command-line names (`trainer.max_steps`,
+    `model.learning_rate`, `data.input_file`, ...): the design note's training_config, then the
+    saved settings, then the data's record."""
+    training_config = state.get("training_config") or {}
+    values = {
+        dest: training_config[key] for key, dest in TRAINING_CONFIG_KEYS.items() if key in training_config
+    }
+    values.update(bundle.flat_settings(state))
+    values.update({f"data.{k}": v for k, v in (state.get("data") or {}).items()})
+    return values
 
 
 def _flat_settings(cfg) -> dict[str, Any]:
@@ -287,13 +297,7 @@ def _flat_settings(cfg) -> dict[str, Any]:
 def resume_report(source: Path, saved: dict, cfg, text_sha256: str | None = None) -> str:
     """The old -> new table of settings that differ from the saved run, whether the text changed, and
     the LR of the next step."""
-    old: dict[str, Any] = {}
-    for key, dest in TRAINING_CONFIG_KEYS.items():
-        if key in saved.get("training_config", {}):
-            old[dest] = saved["training_config"][key]
-    for section in ("model", "trainer"):
-        old.update({f"{section}.{k}": v for k, v in saved.get("settings", {}).get(section, {}).items()})
-    old.update({f"data.{k}": v for k, v in saved.get("data", {}).items()})
+    old = saved_settings(saved)
     new = _flat_settings(cfg)
     if new["data.input_file"] and old.get("data.input_path") == str(Path(new["data.input_file"]).resolve()):
         old["data.input_file"] = new["data.input_file"]  # the same file, named from another folder
