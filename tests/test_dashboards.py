@@ -13,7 +13,7 @@ from tensorboard.util.tensor_util import make_ndarray
 from mypt.dashboard import SAMPLE_TAG
 
 # Lightning's own "epoch" scalar repeats a step when a validation and a training log share it
-MYPT_SCALARS = {"train/loss", "val/loss", "lr", "tokens_per_sec", "grad_norm"}
+MYPT_SCALARS = {"train/loss", "val/loss", "val/bpb", "lr", "tokens_per_sec", "grad_norm"}
 PROMPT = "Nel mezzo"
 SAMPLE_ARGS = ["--dashboard.prompt", PROMPT, "--dashboard.max_new_tokens", "24", "--dashboard.seed", "7"]
 
@@ -53,11 +53,11 @@ def test_scalars_text_samples_and_hparams(mypt, text_file):
     assert _steps(events, "train/loss") == logged
     assert _steps(events, "grad_norm") == logged
     assert all(v > 0 for v in _values(events, "grad_norm"))
-    assert _steps(events, "val/loss") == [9, 19]
+    assert _steps(events, "val/loss") == _steps(events, "val/bpb") == [10, 20]  # the bundles' steps
 
     # one sample per validation, at the val/loss step, from the fixed prompt and seed: the last one is
     # exactly what `mypt generate` samples from the saved bundle with the same settings
-    assert _steps(events, SAMPLE_TAG) == [9, 19]
+    assert _steps(events, SAMPLE_TAG) == [10, 20]
     texts = [v.decode() for v in _values(events, SAMPLE_TAG)]
     assert all(t.startswith("    " + PROMPT) for t in texts)
     r = mypt("generate", "tiny", "--prompt", PROMPT, "--max_new_tokens", "24", "--temperature", "0.8",
@@ -90,8 +90,8 @@ def test_resumed_run_continues_its_curves(mypt, text_file):
         steps = _steps(events, tag)
         assert steps == sorted(set(steps)), f"{tag} has steps out of order or twice: {steps}"
     assert _steps(events, "train/loss") == [4, 9, 14, 19, 24, 29, 34, 39]
-    assert _steps(events, "val/loss") == [9, 19, 29, 39]
-    assert _steps(events, SAMPLE_TAG) == [9, 19, 29, 39]
+    assert _steps(events, "val/loss") == [10, 20, 30, 40]
+    assert _steps(events, SAMPLE_TAG) == [10, 20, 30, 40]
     tokens_per_sec = _steps(events, "tokens_per_sec")
     assert tokens_per_sec == sorted(set(tokens_per_sec)) and max(tokens_per_sec) == 39
 

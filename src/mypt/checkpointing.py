@@ -143,6 +143,7 @@ class BundleCheckpoint(Callback):
         self.last_saved_step: int | None = None
         self.last_val_loss: float | None = None
         self.guard = guard if guard is not None else RunGuard(self.dirpath)
+        self.last_val_bpb: float | None = None
 
     # -- Lightning state --------------------------------------------------------------------
 
@@ -174,12 +175,23 @@ class BundleCheckpoint(Callback):
 
     # -- when to save -----------------------------------------------------------------------
 
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        if trainer.max_steps is not None and 0 < trainer.max_steps <= trainer.global_step + 1:
+            # the last step: a run asked to stop validates after its step, so the final bundle
+            # carries the val loss of its own step whatever the val_check_interval (and the step's
+            # metrics are logged)
+            trainer.should_stop = True
+
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking or trainer.state.fn != "fit":
             return
         loss = trainer.callback_metrics.get("val/loss")
         if loss is not None:
             self.last_val_loss = float(loss)
+            bpb = trainer.callback_metrics.get("val/bpb")
+            self.last_val_bpb = None if bpb is None else float(bpb)
         self.save(trainer)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -253,6 +265,7 @@ class BundleCheckpoint(Callback):
                 "settings": {**training_config, **settings["model"], **settings["trainer"], "data": data},
                 "overrides": self.command_line,
                 "val_loss": self.last_val_loss,
+                "val_bpb": self.last_val_bpb,
                 "device": pl_module.device.type,
                 "world_size": trainer.world_size,
                 "strategy": type(trainer.strategy).__name__,
@@ -269,6 +282,7 @@ class BundleCheckpoint(Callback):
             "format_version": bundle.FORMAT_VERSION,
             "model_name": self.dirpath.name,
             "val_loss": self.last_val_loss,
+            "val_bpb": self.last_val_bpb,
             "seed": int(os.environ.get("PL_GLOBAL_SEED", data["seed"])),
             "data": data,
             "init_from": init_from,

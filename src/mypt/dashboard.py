@@ -97,7 +97,8 @@ class TrainingDashboard(Callback):
                 self.seed,
             )
         for writer in writers:
-            writer.add_text(SAMPLE_TAG, as_markdown_block(text), logged_step(trainer))
+            # at the val/loss point of the same validation (GPTModule logs it at the bundle's step)
+            writer.add_text(SAMPLE_TAG, as_markdown_block(text), trainer.global_step)
 
     # -- gradient norm ----------------------------------------------------------------------
 
@@ -146,13 +147,6 @@ def run_hparams(trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str,
         params["tokenizer"] = dm.tokenizer_kind
         params["input_file"] = dm.input_file
     return {k: v if isinstance(v, (bool, int, float, str)) else str(v) for k, v in params.items()}
-
-
-def logged_step(trainer: pl.Trainer) -> int:
-    """The step Lightning gives the metrics it logs now (val/loss of a validation after step N is
-    logged at N - 1), so that a sample lines up with the val/loss point of the same validation."""
-    loop = getattr(trainer.fit_loop, "epoch_loop", None)
-    return int(getattr(loop, "_batches_that_stepped", trainer.global_step))
 
 
 def as_markdown_block(text: str) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import math
 import time
 
 import lightning.pytorch as pl
@@ -31,9 +32,10 @@ def device_peak_flops(device: torch.device) -> float | None:
 def is_logging_step(trainer: pl.Trainer, step: int) -> bool:
     """Whether Lightning's logger writes the metrics of optimizer step number `step`, counted from 1
     (the step being taken is global_step + 1; once taken, it is global_step). Lightning writes when
-    it is a multiple of log_every_n_steps; 0 means no logging (Lightning's own rule)."""
+    it is a multiple of log_every_n_steps (0 means no logging), and at a step after which the run
+    was asked to stop (its last: Lightning would write stale values of earlier steps there)."""
     every = trainer.log_every_n_steps
-    return every > 0 and step % every == 0
+    return every > 0 and (step % every == 0 or trainer.should_stop)
 
 
 def unwrapped_name(name: str) -> str:
@@ -107,6 +109,8 @@ class GPTModule(pl.LightningModule):
         self._timer: tuple[float, int] | None = None  # (time, step) of the last throughput reading
         self._validation_started: float | None = None
         self._validation_time = 0.0  # seconds of evaluation since the last reading
+        self._token_bytes: torch.Tensor | None = None  # UTF-8 bytes of each token id, for bits per byte
+        self._eval_sums: torch.Tensor | None = None  # (nats, bytes) over this evaluation's windows
 
     def configure_model(self) -> None:
         if self.hparams.compile:
@@ -135,10 +139,62 @@ class GPTModule(pl.LightningModule):
         return loss
 
     def validation_step(self, batch, batch_idx: int) -> None:
-        self.log("val/loss", self._loss(batch), prog_bar=True, sync_dist=True)
+        self.log("val/loss", self._evaluate(batch), prog_bar=True, sync_dist=True)
 
     def test_step(self, batch, batch_idx: int) -> None:
-        self.log("test/loss", self._loss(batch), sync_dist=True)
+        self.log("test/loss", self._evaluate(batch), sync_dist=True)
+
+    # -- bits per byte ----------------------------------------------------------------------
+
+    def _evaluate(self, batch) -> torch.Tensor:
+        """The batch's mean loss per token; adds its total nats and the UTF-8 bytes of its targets
+        to the evaluation's sums, from which bits per byte are computed at its end."""
+        loss = self._loss(batch)
+        token_bytes = self._byte_lengths()
+        if token_bytes is not None:
+            _, y = batch
+            dtype = torch.float32 if self.device.type == "mps" else torch.float64  # mps has no float64
+            sums = torch.stack([loss.detach().to(dtype) * y.numel(), token_bytes[y].sum().to(dtype)])
+            self._eval_sums = sums if self._eval_sums is None else self._eval_sums + sums
+        return loss
+
+    def _byte_lengths(self) -> torch.Tensor | None:
+        """UTF-8 bytes per token id on this device, from the data's tokenizer (None when it has none)."""
+        if self._token_bytes is None:
+            tokenizer = getattr(getattr(self.trainer, "datamodule", None), "tokenizer", None)
+            if not hasattr(tokenizer, "token_byte_lengths"):
+                return None
+            self._token_bytes = torch.tensor(tokenizer.token_byte_lengths(), dtype=torch.int64)
+        if self._token_bytes.device != self.device:
+            self._token_bytes = self._token_bytes.to(self.device)
+        return self._token_bytes
+
+    def _log_bits_per_byte(self, stage: str) -> None:
+        """`<stage>/bpb`: the evaluation's total nats / ln 2 / the bytes its windows decode to, summed
+        over every rank first. Unlike the loss per token, it compares models with different tokenizers."""
+        sums, self._eval_sums = self._eval_sums, None
+        if sums is None:
+            return
+        if self.trainer.world_size > 1:
+            sums = self.trainer.strategy.reduce(sums, reduce_op="sum")
+        if sums[1] > 0:
+            self.log(f"{stage}/bpb", (sums[0] / math.log(2) / sums[1]).float())
+
+    def on_validation_epoch_start(self) -> None:
+        self._eval_sums = None
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_bits_per_byte("val")
+        if self.trainer.state.fn == "fit":
+            # the x of this validation in the logger: the step of the bundle saved with it (Lightning
+            # would use the count of batches before the last one, one less)
+            self.log("step", float(self.global_step))
+
+    def on_test_epoch_start(self) -> None:
+        self._eval_sums = None
+
+    def on_test_epoch_end(self) -> None:
+        self._log_bits_per_byte("test")
 
     def predict_step(self, prompt: str, batch_idx: int) -> str:
         """A sample continuing `prompt` (the same function as `mypt generate`, seeded by prompt index)."""

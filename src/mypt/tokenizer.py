@@ -38,6 +38,8 @@ class Tokenizer(Protocol):
 
     def to_dict(self) -> dict: ...
 
+    def token_byte_lengths(self) -> list[int]: ...
+
 
 class CharTokenizer:
     """One token per Unicode character; the vocabulary is the text's sorted unique characters."""
@@ -93,6 +95,10 @@ class CharTokenizer:
     def to_dict(self) -> dict:
         return {"token_kind": "char", "chars": self.chars}
 
+    def token_byte_lengths(self) -> list[int]:
+        """UTF-8 bytes of each token, indexed by id (for bits per byte)."""
+        return [len(ch.encode("utf-8")) for ch in self.chars]
+
 
 @cache
 def _gpt2_encoding():
@@ -127,6 +133,16 @@ def _gpt2_encoding():
     )
 
 
+@cache
+def _gpt2_byte_lengths() -> list[int]:
+    encoding = _gpt2_encoding()
+    special = {encoding.encode_single_token(token) for token in encoding.special_tokens_set}
+    lengths = [
+        0 if i in special else len(encoding.decode_single_token_bytes(i)) for i in range(GPT2_VOCAB_SIZE)
+    ]
+    return lengths + [0] * (GPT2_PADDED_VOCAB_SIZE - GPT2_VOCAB_SIZE)
+
+
 class GPT2Tokenizer:
     """tiktoken's GPT-2 encoding; the model's vocabulary is padded to 50304 rows."""
 
@@ -152,6 +168,11 @@ class GPT2Tokenizer:
 
     def to_dict(self) -> dict:
         return {"token_kind": "gpt2"}
+
+    def token_byte_lengths(self) -> list[int]:
+        """UTF-8 bytes of each token, indexed by id (for bits per byte): `<|endoftext|>` and the
+        padding rows beyond GPT-2's vocabulary count 0."""
+        return _gpt2_byte_lengths()
 
 
 def build_tokenizer(kind: str, text: str | None = None) -> Tokenizer:
