@@ -1,6 +1,6 @@
 """Final validation, bits per byte, the best model kept beside the latest bundle, early stopping.
 
-One overfitting run (a wide model on 2.5 KB of text, validated every 20 steps, 210 steps) feeds
+One overfitting run (a wide model on 1.5 KB of text, validated every 20 steps, 210 steps) feeds
 most checks: each test works on its own copy of what it left on disk.
 """
 
@@ -9,22 +9,20 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import re
 import shutil
 from pathlib import Path
 
 import pytest
-from conftest import SHARED_DATA, TINY, dante_text
+from conftest import FIXTURE_TEXT, TINY, dante_text
 from tensorboard.backend.event_processing.plugin_event_accumulator import EventAccumulator
 from tensorboard.util.tensor_util import make_ndarray
 
 from mypt import bundle
 from mypt.cli import main
 
-ASCII_TEXT = (
-    (SHARED_DATA / "tinyshakespeare.txt").read_text(encoding="utf-8")[:2500]
-    if (SHARED_DATA / "tinyshakespeare.txt").is_file()
-    else "".join(c for c in dante_text(3000) if ord(c) < 128)[:2500]
-)
+# the excerpt kept in tests/ (the same text wherever the suite runs), without its accents
+ASCII_TEXT = "".join(c for c in FIXTURE_TEXT.read_text(encoding="utf-8") if ord(c) < 128)[:1500]
 # wide for its text: the validation loss falls, then rises
 OVERFIT = [
     *TINY, "--model.n_embd", "128", "--model.n_head", "4", "--model.block_size", "32",
@@ -130,3 +128,105 @@ def test_bits_per_byte_of_a_gpt2_model_by_hand(mypt, tmp_path):
     assert n_bytes > 2 * 4 * 16  # several bytes per token
     assert state["val_loss"] == pytest.approx(nats / (2 * 4 * 16), rel=1e-5)
     assert state["val_bpb"] == pytest.approx(nats / math.log(2) / n_bytes, rel=1e-5)
+
+
+# ---------------------------------------------------------------------------------- the best model
+
+
+def _best_json() -> dict:
+    return json.loads(Path("checkpoints/over/best/best.json").read_text())
+
+
+def test_the_best_model_is_kept_beside_the_latest_bundle(overfit, mypt):
+    """The run overfits: its best (the lowest val/loss in TensorBoard) is kept in best/, strictly
+    better than the last, and gives that loss again under `mypt validate --best`; the bundle itself
+    keeps the design note's five files and their meaning."""
+    info = bundle.get_model_info("over")
+    best, state = info["best"], info["training_state"]
+    val = _scalars("over", "val/loss")
+    low_step, low_loss = min(val, key=lambda point: point[1])
+    assert (best["step"], best["val_loss"]) == (low_step, pytest.approx(low_loss, rel=1e-6))
+    assert best["val_loss"] < state["val_loss"] and best["step"] < state["step"] == 210
+    assert best["run"] == 1 and best["val_bpb"] == pytest.approx(best["val_loss"] / math.log(2), rel=1e-5)
+    assert best["path"] == str(Path("checkpoints/over/best"))
+    assert {p.name for p in Path("checkpoints/over/best").iterdir()} == {
+        *bundle.BEST_FILES,
+        bundle.MANIFEST_FILE,
+    }
+    assert set(info["files"]) == {*bundle.BUNDLE_FILES, bundle.MANIFEST_FILE}
+    manifest = json.loads(Path("checkpoints/over/manifest.json").read_text())
+    assert set(manifest["files"]) == set(bundle.BUNDLE_FILES) and manifest["step"] == 210
+
+    r = mypt("validate", "--ckpt_path", "over", "--best", "--trainer.enable_progress_bar", "false")
+    assert r.code == 0, r
+    line = next(line for line in r.out.splitlines() if "val/loss" in line)
+    assert float(re.findall(r"\d+\.\d+", line)[0]) == pytest.approx(best["val_loss"], rel=1e-5)
+
+    # the run said where its bundle would be, and ended with one line on what it left
+    assert f"its bundle will be {Path('checkpoints/over')}" in overfit
+    end = [line for line in overfit.splitlines() if line.startswith("mypt: bundle ")]
+    assert end == [
+        f"mypt: bundle {Path('checkpoints/over')} at step 210 (val loss {state['val_loss']:.4f}, "
+        f"{state['val_bpb']:.4f} bits per byte); best model: step {best['step']}, val loss "
+        f"{best['val_loss']:.4f}, in {Path('checkpoints/over/best')}; next: mypt generate over --best"
+    ]
+
+
+def test_list_inspect_generate_and_export_know_the_best(overfit, mypt, tmp_path):
+    best = _best_json()
+    state = _state()
+    r = mypt("list")
+    assert r.code == 0, r
+    header, row = r.out.strip().split("\n")
+    assert header.split()[:6] == ["NAME", "STEP", "VAL", "LOSS", "BPB", "BEST@STEP"]
+    assert row.split()[:5] == [
+        "over", "210", f"{state['val_loss']:.4f}", f"{state['val_bpb']:.4f}", f"{best['val_loss']:.4f}@{best['step']}"
+    ]  # fmt: skip
+
+    r = mypt("inspect", "over")
+    assert r.code == 0, r
+    assert f"Best model: step {best['step']}, val loss {best['val_loss']:.4f}" in r.out
+    risen = state["val_loss"] - best["val_loss"]
+    assert f"val loss has risen {risen:.4f} since step {best['step']}: overfitting" in r.out
+
+    import torch
+
+    latest, _, _ = bundle.load_model("over")
+    kept, _, _ = bundle.load_model("over", best=True)
+    assert not torch.equal(latest.lm_head.weight, kept.lm_head.weight)
+    args = ("--prompt", "ROMEO", "--max_new_tokens", "30", "--seed", "3")
+    r = mypt("generate", "over", "--best", *args)
+    assert r.code == 0 and r.out.startswith("ROMEO"), r
+    from mypt.sampling import sample
+
+    assert r.out.rstrip("\n") == sample(kept, bundle.load_tokenizer(Path("checkpoints/over/best")), "ROMEO", 30,
+                                        0.8, 200, 3).rstrip("\n")  # fmt: skip
+
+    pytest.importorskip("transformers")
+    from safetensors.torch import load_file
+
+    r = mypt("export", "over", "--best", "hf_best")
+    assert r.code == 0, r
+    exported = load_file(tmp_path / "hf_best" / "model.safetensors")
+    assert torch.equal(exported["transformer.wte.weight"], kept.transformer.wte.weight)
+
+
+def test_a_resumed_run_keeps_the_best_and_early_stopping_ends_it(overfit, mypt):
+    """Resumed with a patience of 2, the run goes on overfitting: it stops after two validations
+    that do not beat the kept best, says so, records it, and leaves the best model as it was."""
+    kept = {p.name: p.read_bytes() for p in Path("checkpoints/over/best").iterdir()}
+    best = _best_json()
+    r = mypt("fit", "--ckpt_path", "checkpoints/over", "--trainer.max_steps", "1000",
+             "--early_stopping.patience", "2")  # fmt: skip
+    assert r.code == 0, r
+    state = _state()
+    assert state["step"] == 240  # validations at 220 and 240 did not improve on step 180
+    lines = [line for line in r.out.splitlines() if line.startswith("mypt: early stopping")]
+    assert lines == [
+        f"mypt: early stopping at step {state['step']}: val/loss has not improved for 2 validations "
+        f"(patience 2); the best model (step {best['step']}, val loss {best['val_loss']:.4f}) is kept at "
+        f"{Path('checkpoints/over/best')}"
+    ]
+    assert state["history"][-1]["stopped"] == "early stopping: val/loss did not improve in 2 validations"
+    assert state["history"][0]["stopped"] == "max_steps 210 reached"
+    assert {p.name: p.read_bytes() for p in Path("checkpoints/over/best").iterdir()} == kept

@@ -19,7 +19,7 @@ def test_fit_writes_a_complete_bundle(mypt, text_file):
     )
     assert r.code == 0, r
     path = Path("checkpoints/tiny")
-    assert {p.name for p in path.iterdir()} == {*bundle.BUNDLE_FILES, bundle.MANIFEST_FILE}
+    assert {p.name for p in path.iterdir()} == {*bundle.BUNDLE_FILES, bundle.MANIFEST_FILE, bundle.BEST_DIR}
     config = json.loads((path / "config.json").read_text())
     assert list(config) == list(bundle.CONFIG_KEYS)  # exactly the design note's keys
     assert config == {"batch_size": 4, "block_size": 16, "vocab_size": config["vocab_size"], "n_embd": 32,

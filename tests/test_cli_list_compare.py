@@ -30,17 +30,18 @@ def test_list_shows_one_line_per_model_with_lineage(mypt, two_models):
     r = mypt("list")
     assert r.code == 0, r
     header, *rows = r.out.strip().split("\n")
-    assert header.split() == ["NAME", "STEP", "VAL", "LOSS", "TOKENIZER", "PARAMS", "SIZE", "PARENT"]
+    assert header.split() == ["NAME", "STEP", "VAL", "LOSS", "BPB", "BEST@STEP", "TOKENIZER", "PARAMS", "SIZE",
+                              "PARENT"]  # fmt: skip
     by_name = {row.split()[0]: row.split() for row in rows}
     assert set(by_name) == {"base", "child"}
     assert by_name["base"][1] == "20" and by_name["child"][1] == "10"
     assert by_name["base"][2] == f"{_state('base')['val_loss']:.4f}"
     assert by_name["child"][2] == f"{_state('child')['val_loss']:.4f}"
-    assert by_name["base"][3] == by_name["child"][3] == "char"
+    assert by_name["base"][5] == by_name["child"][5] == "char"
     assert by_name["base"][-1] == "-" and by_name["child"][-1] == "checkpoints/base@20"
 
     rows = json.loads(mypt("list", "--json").out)
-    size = sum(p.stat().st_size for p in Path("checkpoints/base").iterdir())
+    size = sum(p.stat().st_size for p in Path("checkpoints/base").iterdir() if p.is_file())  # not best/
     assert [(row["name"], row["step"], row["size"]) for row in rows][0] == ("base", 20, size)
 
 

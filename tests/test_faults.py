@@ -39,7 +39,8 @@ def _fit(mypt, text_file, *extra: str, name: str = "tiny"):
 
 
 def _bytes_of(path: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in sorted(path.iterdir())}
+    """Every file of a bundle, its best model's included."""
+    return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
 
 
 def assert_consistent_bundle(path: Path) -> int:
@@ -55,6 +56,12 @@ def assert_consistent_bundle(path: Path) -> int:
     manifest = json.loads((path / bundle.MANIFEST_FILE).read_text())
     optimizer = bundle.load_optimizer_state(path)
     assert state["step"] == manifest["step"] == optimizer["global_step"], (state, manifest["step"])
+    best = bundle.read_best(path)  # the best model, when there is one, is whole too
+    if best is not None:
+        best_path = bundle.resolve_best(path)
+        bundle.verify_bundle(best_path, check_hash=True)
+        bundle.build_model(best_path, bundle.load_config(best_path))
+        assert best["step"] <= state["step"], (best, state["step"])
     return state["step"]
 
 
@@ -92,13 +99,24 @@ def wait_for(condition, proc: subprocess.Popen, timeout: float = 120, interval: 
         time.sleep(interval)
 
 
-def saving_now(path: Path) -> bool:
-    """True while a save of `path` is under way (its temporary folder exists)."""
+def saving_now(path: Path, best: bool = False) -> bool:
+    """True while a save of `path` is under way (its temporary folder exists); with `best`, once
+    that save has started writing its best model (best/ inside the temporary folder)."""
     prefix = f".{path.name}.new-"
     try:
-        return any(name.startswith(prefix) for name in os.listdir(path.parent))
+        saves = [name for name in os.listdir(path.parent) if name.startswith(prefix)]
     except FileNotFoundError:
         return False
+    return any((path.parent / name / bundle.BEST_DIR).exists() for name in saves) if best else bool(saves)
+
+
+def writing_a_new_best(path: Path) -> bool:
+    """True when a save under way holds a best.json written for it (not linked from the last bundle)."""
+    for tmp in path.parent.glob(f".{path.name}.new-*"):
+        with contextlib.suppress(OSError):
+            if (tmp / bundle.BEST_DIR / bundle.BEST_FILE).stat().st_nlink == 1:
+                return True
+    return False
 
 
 # ---------------------------------------------------------------------------------------- signals
@@ -233,22 +251,26 @@ def test_failed_swap_into_an_unwritable_folder_restores_the_previous_bundle(mypt
 # ---------------------------------------------------------------------------------------- SIGKILL
 
 
-def kill_and_check(path: Path, args: list[str], cwd: Path, rng, during_save: bool) -> tuple[int, bool]:
-    """Start the run (it resumes the bundle when there is one), SIGKILL it during a save or at a random
-    moment, and check the survivor. Returns (survivor's step, whether the kill caught a save)."""
+def kill_and_check(
+    path: Path, args: list[str], cwd: Path, rng, during_save: bool | str
+) -> tuple[int, bool, bool]:
+    """Start the run (it resumes the bundle when there is one), SIGKILL it during a save (`"best"`:
+    once the save is writing its best model) or at a random moment, and check the survivor.
+    Returns (survivor's step, whether the kill caught a save, whether it caught a new best's write)."""
     start_step = assert_consistent_bundle(path) if (path / bundle.MANIFEST_FILE).is_file() else 0
     proc = start_fit(*args, cwd=cwd)
     with killed_on_failure(proc):
         # wait until this run has written at least once, so the kill lands in training, not start-up
         wait_for(lambda: _manifest_step(path) > start_step, proc, interval=0.005)
         if during_save:
-            wait_for(lambda: saving_now(path), proc, interval=0.0005)
+            best = during_save == "best"
+            wait_for(lambda: saving_now(path, best=best), proc, interval=0.0005)
         else:
             time.sleep(rng.uniform(0.0, 0.3))
     proc.kill()
     proc.communicate()
-    caught_save = saving_now(path)
-    return assert_consistent_bundle(path), caught_save
+    caught_save, caught_best = saving_now(path), writing_a_new_best(path)
+    return assert_consistent_bundle(path), caught_save, caught_best
 
 
 def _manifest_step(path: Path) -> int:
@@ -265,19 +287,21 @@ CRASH_RUN = [
 
 
 def test_sigkill_during_saves_and_steps_leaves_a_consistent_bundle(mypt, text_file, tmp_path):
-    """The quick crash test: three kills (two aimed at saves), each survivor whole; then training goes on."""
+    """The quick crash test: three kills (two aimed at saves, one of them at the writing of the best
+    model), each survivor whole, its best model too; then training goes on."""
     import random
 
     rng = random.Random(0)
     path = tmp_path / "checkpoints" / "crash"
     args = [*CRASH_RUN, "--data.input_file", str(text_file)]
     steps, caught = [], []
-    for during_save in (True, False, True):
-        step, in_save = kill_and_check(path, args, tmp_path, rng, during_save)
+    for during_save in (True, False, "best"):
+        step, in_save, _ = kill_and_check(path, args, tmp_path, rng, during_save)
         steps.append(step)
         caught.append(in_save)
     assert steps == sorted(steps) and steps[0] >= 1, steps  # never goes back
     assert any(caught), "no kill landed inside a save"
+    assert bundle.read_best(path) is not None
     r = mypt("fit", "--ckpt_path", "checkpoints/crash", "--trainer.max_steps", steps[-1] + 2)
     assert r.code == 0, r
     assert assert_consistent_bundle(path) == steps[-1] + 2

@@ -1,6 +1,7 @@
 """The long crash test (`make stress`): SIGKILL a training run again and again, at random instants,
-half of them aimed at a save in progress; every survivor bundle must load, its files must agree on
-the step, and the next run must resume from it and train on."""
+half of them aimed at a save in progress (half of those once it writes the best model); every
+survivor bundle must load, its files must agree on the step, its best model must load, and the next
+run must resume from it and train on."""
 
 from __future__ import annotations
 
@@ -25,19 +26,23 @@ def test_random_sigkills_always_leave_a_resumable_bundle(mypt, text_file, tmp_pa
     rng = random.Random(20240601)
     path = tmp_path / "checkpoints" / "stress"
     args = [*STRESS_RUN, "--data.input_file", str(text_file)]
-    survived, in_save, steps = 0, 0, []
+    survived, in_save, in_best, steps = 0, 0, 0, []
     for _ in range(KILLS):
-        step, caught_save = kill_and_check(path, args, tmp_path, rng, during_save=rng.random() < 0.5)
+        # a quarter aimed at a save, a quarter at a save writing its best model, half at random
+        aim = rng.choice([True, "best", False, False])
+        step, caught_save, caught_best = kill_and_check(path, args, tmp_path, rng, during_save=aim)
         assert not steps or step >= steps[-1], (steps, step)  # never goes back to an older bundle
         steps.append(step)
         survived += 1
         in_save += caught_save
+        in_best += caught_best
     r = mypt("fit", "--ckpt_path", "checkpoints/stress", "--trainer.max_steps", steps[-1] + 3)
     assert r.code == 0, r
     assert assert_consistent_bundle(path) == steps[-1] + 3
     with capsys.disabled():
         print(
-            f"\nstress: {survived}/{KILLS} kills survived ({in_save} landed inside a save); "
+            f"\nstress: {survived}/{KILLS} kills survived ({in_save} landed inside a save, {in_best} while "
+            f"it wrote a new best model, every best model loadable); "
             f"bundle steps after each kill: {steps}; resumed and trained on to step {steps[-1] + 3}"
         )
     assert in_save >= 1

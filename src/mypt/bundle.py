@@ -8,11 +8,15 @@ safe loads.
         training_state.json  step, optimizer_file, training_config, history, lineage, data, seed
         optimizer.pt         optimizer, loop and RNG state for an exact resume (tensors and plain containers)
         manifest.json        size and sha256 of every file above, written last
+        best/                the weights with the lowest val loss so far: model.pt, config.json,
+                             tokenizer.json, best.json (step, val loss, run) and its own manifest.json
 
 A bundle is written into a temporary folder beside the old one, fsynced, then swapped in by rename,
 so a process killed at any instant leaves a bundle whose files all come from the same step. If a
 kill lands between the two renames of the swap, the next reader finds the complete copy and puts it
-back in place.
+back in place. `best/` travels inside that swap: a save whose validation improved on the best makes
+it from the save's own files (hard links: no second write), any other save links the previous
+`best/` in, so the latest and the best are replaced together or not at all.
 """
 
 from __future__ import annotations
@@ -49,6 +53,10 @@ TRAINING_STATE_FILE = "training_state.json"
 OPTIMIZER_FILE = "optimizer.pt"
 MANIFEST_FILE = "manifest.json"
 BUNDLE_FILES = (MODEL_FILE, CONFIG_FILE, TOKENIZER_FILE, TRAINING_STATE_FILE, OPTIMIZER_FILE)
+BEST_DIR = "best"
+BEST_FILE = "best.json"
+# what the best model holds: enough to use it (generate, export, validate), no optimizer
+BEST_FILES = (MODEL_FILE, CONFIG_FILE, TOKENIZER_FILE, BEST_FILE)
 
 # config.json holds exactly these keys, in this order, as in the design note
 CONFIG_KEYS = (*DATA_ARCHITECTURE_KEYS, *ARCHITECTURE_KEYS, "device")
@@ -213,11 +221,14 @@ def write_bundle(
     tokenizer: dict,
     training_state: dict,
     optimizer_state: dict | None,
+    best: dict | None = None,
 ) -> Path:
     """Write a complete bundle at `path`, atomically replacing any bundle already there.
 
-    Refuses weights that are not finite (a diverged run must not replace its last good bundle). On
-    any failure (disk full, unwritable folder, a signal) the previous bundle is left as it was.
+    `best`: the best.json of these weights when they are the new best model; without it, the best
+    model already at `path` (if it is whole) is kept. Refuses weights that are not finite (a
+    diverged run must not replace its last good bundle). On any failure (disk full, unwritable
+    folder, a signal) the previous bundle is left as it was.
     """
     path = Path(path)
     parent = path.parent
@@ -250,6 +261,11 @@ def write_bundle(
             }
         files.update({name: write.result() for name, write in writes.items()})
         files[TRAINING_STATE_FILE] = _write_file(tmp / TRAINING_STATE_FILE, training_state)
+        if best is not None:
+            _write_best(tmp, files, best)
+        elif _whole_best(path):
+            _link_files(path / BEST_DIR, tmp / BEST_DIR, (*BEST_FILES, MANIFEST_FILE))
+        # the manifest last: a copy with one is complete, best/ included (see _recover_interrupted_swap)
         manifest = {"format_version": FORMAT_VERSION, "step": training_state.get("step"), "files": files}
         _write_file(tmp / MANIFEST_FILE, manifest)
         _fsync_dir(tmp)
@@ -271,6 +287,40 @@ def write_bundle(
     for stale in _siblings(path, "new") + _siblings(path, "old"):
         shutil.rmtree(stale, ignore_errors=True)
     return path
+
+
+def _write_best(folder: Path, files: dict[str, dict], best: dict) -> None:
+    """folder/best/ from the files just written in `folder` (their manifest entries in `files`)."""
+    target = folder / BEST_DIR
+    _link_files(folder, target, (MODEL_FILE, CONFIG_FILE, TOKENIZER_FILE))
+    entries = {name: files[name] for name in (MODEL_FILE, CONFIG_FILE, TOKENIZER_FILE)}
+    entries[BEST_FILE] = _write_file(target / BEST_FILE, best)
+    manifest = {"format_version": FORMAT_VERSION, "step": best.get("step"), "files": entries}
+    _write_file(target / MANIFEST_FILE, manifest)
+    _fsync_dir(target)
+
+
+def _whole_best(path: Path) -> bool:
+    """Whether the bundle at `path` has a best model to keep (a damaged one, already reported when
+    the bundle was read, is dropped: the next validation makes a new one)."""
+    try:
+        return read_best(path) is not None
+    except MyptError:
+        return False
+
+
+def _link_files(source: Path, target: Path, names) -> None:
+    """Hard links (no copy, no second write) of source/NAME in target/, or fsynced copies on a
+    filesystem without hard links. Files are never changed in place, so a link stays valid."""
+    target.mkdir(exist_ok=True)
+    for name in names:
+        try:
+            os.link(source / name, target / name)
+        except OSError:
+            shutil.copyfile(source / name, target / name)
+            with open(target / name, "rb+") as f:
+                os.fsync(f.fileno())
+    _fsync_dir(target)
 
 
 def all_finite(tensor: torch.Tensor) -> bool:
@@ -532,15 +582,66 @@ def _state_dict_mismatch(expected: dict[str, torch.Tensor], found: dict[str, tor
 
 
 def load_model(
-    name_or_path: str | os.PathLike, device: str = "cpu", root: str | os.PathLike = DEFAULT_ROOT
+    name_or_path: str | os.PathLike,
+    device: str = "cpu",
+    root: str | os.PathLike = DEFAULT_ROOT,
+    best: bool = False,
 ) -> tuple[GPT, Tokenizer, dict]:
-    """(model in eval mode on `device`, tokenizer, config) from a bundle, wherever it was trained."""
-    path = resolve_bundle(name_or_path, root)
+    """(model in eval mode on `device`, tokenizer, config) from a bundle, wherever it was trained;
+    `best`: the weights with the lowest val loss instead of the latest."""
+    path = resolve_best(name_or_path, root) if best else resolve_bundle(name_or_path, root)
     config = load_config(path)
     tokenizer = load_tokenizer(path, config)
     model = build_model(path, config, map_location=device).to(device)
     model.eval()
     return model, tokenizer, config
+
+
+# ---------------------------------------------------------------------------------- the best model
+
+
+def read_best(path: Path, warn: bool = False) -> dict | None:
+    """best.json of the bundle at `path` with its folder as `path`, or None when it has no best
+    model. A damaged or half-written best/ raises MyptError, or, when `warn`, is reported in one
+    warning line and treated as absent (the latest bundle does not depend on it)."""
+    folder = Path(path) / BEST_DIR
+    if not folder.exists():
+        return None
+    try:
+        manifest = _read_manifest(folder)
+        missing = [name for name in BEST_FILES if name not in manifest["files"]]
+        if missing:
+            raise MyptError(f"{folder / MANIFEST_FILE} does not list {', '.join(missing)}")
+        _verify(folder, manifest, check_hash=False)
+        info = read_json(folder / BEST_FILE)
+        loss = info.get("val_loss")
+        if (
+            not _nonnegative_int(info.get("step"))
+            or not isinstance(loss, (int, float))
+            or isinstance(loss, bool)
+        ):
+            raise MyptError(f"{folder / BEST_FILE} must hold a step and a val_loss")
+        if manifest.get("step") != info["step"]:
+            raise MyptError(
+                f"{folder / BEST_FILE} says step {info['step']} but {MANIFEST_FILE} says {manifest.get('step')}"
+            )
+    except MyptError as e:
+        if not warn:
+            raise
+        print(f"mypt: warning: the best model in {folder} is ignored: {e}", file=sys.stderr)
+        return None
+    return {**info, "path": str(folder)}
+
+
+def resolve_best(name_or_path: str | os.PathLike, root: str | os.PathLike = DEFAULT_ROOT) -> Path:
+    """The best model's folder of a bundle (a folder every loader reads like a bundle)."""
+    path = resolve_bundle(name_or_path, root)
+    if read_best(path) is None:
+        raise MyptError(
+            f"{path} has no best model yet: it is kept at the first validation of a run "
+            f"(unless --keep_best false); use the latest weights without --best"
+        )
+    return path / BEST_DIR
 
 
 def file_sizes(path: Path) -> dict[str, int]:
@@ -549,7 +650,8 @@ def file_sizes(path: Path) -> dict[str, int]:
 
 def get_model_info(name_or_path: str | os.PathLike, root: str | os.PathLike = DEFAULT_ROOT) -> dict:
     """Everything a person wants to know about a bundle, from its JSON files alone (fast for any size):
-    `config`, `tokenizer`, `training_state`, `files` (name -> bytes), `path`, `num_params`.
+    `config`, `tokenizer`, `training_state`, `files` (name -> bytes), `path`, `num_params`, and
+    `best`: the best model's best.json (`step`, `val_loss`, `val_bpb`, `run`, ...) and `path`, or None.
 
     File sizes are checked against the manifest (a stat, no hashing), so a truncated file shows up here."""
     path = resolve_bundle(name_or_path, root)
@@ -567,6 +669,7 @@ def get_model_info(name_or_path: str | os.PathLike, root: str | os.PathLike = DE
         "training_state": load_training_state(path),
         "files": file_sizes(path),
         "num_params": count_params(gpt_config(config, path / CONFIG_FILE)),
+        "best": read_best(path, warn=True),
     }
 
 

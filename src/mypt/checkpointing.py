@@ -10,9 +10,11 @@ stops a run (signals, nan/inf, ranks that disagree, refused strategies) is mypt.
 
 from __future__ import annotations
 
+import math
 import os
 import random
 import shutil
+import signal
 import sys
 import time
 from pathlib import Path
@@ -23,6 +25,7 @@ import numpy as np
 import torch
 from lightning.fabric.plugins import CheckpointIO
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.callbacks.early_stopping import EarlyStoppingReason
 
 from mypt import bundle
 from mypt.config import ARCHITECTURE_KEYS
@@ -64,12 +67,15 @@ class BundleCheckpointIO(CheckpointIO):
             tokenizer=parts["tokenizer"],
             training_state=parts["training_state"],
             optimizer_state=resume_state,
+            best=parts.get("new_best"),
         )
 
     def load_checkpoint(
         self, path, map_location: Any | None = None, weights_only: bool | None = None
     ) -> dict:
         path = bundle.resolve_bundle(path)
+        if (path / bundle.BEST_FILE).is_file():  # a best model (validate/test --best): weights only
+            return self._load_weights_only(path)
         bundle.check_resumable(path)
         config = bundle.load_config(path)
         checkpoint = bundle.load_optimizer_state(path, map_location or "cpu")
@@ -79,8 +85,22 @@ class BundleCheckpointIO(CheckpointIO):
             "config": config,
             "tokenizer": bundle.read_json(path / bundle.TOKENIZER_FILE),
             "training_state": bundle.load_training_state(path, required=True),
+            "best": bundle.read_best(path, warn=True),
         }
         return checkpoint
+
+    @staticmethod
+    def _load_weights_only(path: Path) -> dict:
+        bundle.verify_bundle(path, check_hash=False)
+        config = bundle.load_config(path)
+        model_state = bundle.build_model(path, config).state_dict()
+        step = bundle.read_json(path / bundle.BEST_FILE).get("step", 0)
+        return {
+            "state_dict": {f"model.{k}": v for k, v in model_state.items()},
+            "global_step": step,
+            "pytorch-lightning_version": pl.__version__,
+            "mypt": {"config": config, "tokenizer": bundle.read_json(path / bundle.TOKENIZER_FILE)},
+        }
 
     def remove_checkpoint(self, path) -> None:
         shutil.rmtree(path, ignore_errors=True)
@@ -123,8 +143,10 @@ class BundleCheckpoint(Callback):
         command_line: list[str] | None = None,
         resume_step: int | None = None,
         guard: RunGuard | None = None,
+        keep_best: bool = True,
     ) -> None:
-        """Writes the bundle at every validation and at the end of training.
+        """Writes the bundle at every validation and at the end of training, and keeps the weights
+        with the lowest val loss so far as the bundle's best model.
 
         Args:
             dirpath: The bundle folder, ``checkpoints/<model_name>``.
@@ -133,17 +155,22 @@ class BundleCheckpoint(Callback):
                 rank must name the same one.
             guard: The run's RunGuard (register it as a callback before this one); it checks the
                 weights for nan/inf before every save. By default one of its own, used for that check.
+            keep_best: Keep the best model (``<dirpath>/best``); without it a best model already
+                there is left as it is.
         """
         self.dirpath = Path(dirpath)
         self.resume_step = resume_step
+        self.keep_best = keep_best
+        self.best: dict | None = None  # best.json of the best model so far (a resume continues it)
+        self._new_best: dict | None = None  # set when this validation improved on it, until saved
         self.command_line = list(command_line) if command_line is not None else list(sys.argv[1:])
         self.saved: dict | None = None  # the bundle this run resumed from (its JSON parts)
         self.start_step = 0
         self.started_at = _now()
         self.last_saved_step: int | None = None
         self.last_val_loss: float | None = None
-        self.guard = guard if guard is not None else RunGuard(self.dirpath)
         self.last_val_bpb: float | None = None
+        self.guard = guard if guard is not None else RunGuard(self.dirpath)
 
     # -- Lightning state --------------------------------------------------------------------
 
@@ -165,6 +192,7 @@ class BundleCheckpoint(Callback):
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict
     ) -> None:
         self.saved = checkpoint.get("mypt")
+        self.best = (self.saved or {}).get("best")
         self.start_step = int(checkpoint.get("global_step", 0))
         self.last_saved_step = self.start_step
 
@@ -192,6 +220,8 @@ class BundleCheckpoint(Callback):
             self.last_val_loss = float(loss)
             bpb = trainer.callback_metrics.get("val/bpb")
             self.last_val_bpb = None if bpb is None else float(bpb)
+            if self.keep_best and self._improves(self.last_val_loss):
+                self._new_best = self._best_record(trainer)
         self.save(trainer)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -218,6 +248,50 @@ class BundleCheckpoint(Callback):
                     raise error  # not a failed write but a bug: its traceback
                 raise MyptError(message)
         self.last_saved_step = trainer.global_step
+        if self._new_best is not None:
+            self.best, self._new_best = self._new_best, None
+
+    # -- why the run stopped ----------------------------------------------------------------
+
+    @staticmethod
+    def stopped_early(trainer: pl.Trainer) -> bool:
+        stopper = trainer.early_stopping_callback
+        return stopper is not None and stopper.stopping_reason != EarlyStoppingReason.NOT_STOPPED
+
+    def stop_reason(self, trainer: pl.Trainer) -> str | None:
+        """Why the run ends at this step (None while it goes on), for the run's history."""
+        if self.guard.stop_signal is not None:
+            return signal.Signals(self.guard.stop_signal).name
+        if self.stopped_early(trainer):
+            stopper = trainer.early_stopping_callback
+            if stopper.stopping_reason == EarlyStoppingReason.PATIENCE_EXHAUSTED:
+                return (
+                    f"early stopping: {stopper.monitor} did not improve in {stopper.wait_count} validations"
+                )
+            return f"early stopping: {stopper.stopping_reason_message}"
+        if trainer.max_steps is not None and 0 < trainer.max_steps <= trainer.global_step:
+            return f"max_steps {trainer.max_steps} reached"
+        return None
+
+    # -- the best model ---------------------------------------------------------------------
+
+    def _improves(self, loss: float) -> bool:
+        return math.isfinite(loss) and (self.best is None or loss < self.best["val_loss"])
+
+    def _best_record(self, trainer: pl.Trainer) -> dict:
+        """best.json: which weights these are and how good, and the run (history entry) they came from."""
+        runs = len(((self.saved or {}).get("training_state") or {}).get("history", []))
+        return {
+            "step": trainer.global_step,
+            "val_loss": self.last_val_loss,
+            "val_bpb": self.last_val_bpb,
+            "metric": "val/loss",
+            "run": runs + 1,
+            "run_started_at": self.started_at,
+            "model_name": self.dirpath.name,
+            "saved_at": _now(),
+            "format_version": bundle.FORMAT_VERSION,
+        }
 
     # -- what the bundle records ------------------------------------------------------------
 
@@ -266,6 +340,7 @@ class BundleCheckpoint(Callback):
                 "overrides": self.command_line,
                 "val_loss": self.last_val_loss,
                 "val_bpb": self.last_val_bpb,
+                "stopped": self.stop_reason(trainer),
                 "device": pl_module.device.type,
                 "world_size": trainer.world_size,
                 "strategy": type(trainer.strategy).__name__,
@@ -292,4 +367,9 @@ class BundleCheckpoint(Callback):
             "created_at": previous.get("created_at", self.started_at),
             "updated_at": _now(),
         }
-        return {"config": config, "tokenizer": dm.tokenizer.to_dict(), "training_state": training_state}
+        return {
+            "config": config,
+            "tokenizer": dm.tokenizer.to_dict(),
+            "training_state": training_state,
+            "new_best": self._new_best,
+        }

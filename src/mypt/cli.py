@@ -14,12 +14,15 @@ import os
 import sys
 from pathlib import Path
 
-from mypt.bundle import DEFAULT_ROOT, get_model_info, is_bundle
+from mypt.bundle import DEFAULT_ROOT, get_model_info, is_bundle, resolve_best
 from mypt.errors import MyptError
 from mypt.report import format_comparison, format_info, format_list, list_row
 from mypt.sampling import DEFAULT_MAX_NEW_TOKENS, DEFAULT_PROMPT, DEFAULT_TEMPERATURE, DEFAULT_TOP_K
 
 TRAINING_SUBCOMMANDS = ("fit", "validate", "test", "predict")
+BEST_HELP = (
+    "the bundle's best model (lowest val loss, kept in its best/ folder) instead of its latest weights"
+)
 
 
 def _inspect(args: argparse.Namespace) -> None:
@@ -60,15 +63,18 @@ def _list(args: argparse.Namespace) -> None:
 def _export(args: argparse.Namespace) -> None:
     from mypt.hf import export_hf  # torch and transformers: imported by the commands that use them
 
-    out = export_hf(args.bundle, args.out, args.checkpoint_dir)
-    print(f"exported {args.bundle} to {out} (transformers GPT2LMHeadModel)")
+    source = resolve_best(args.bundle, args.checkpoint_dir) if args.best else args.bundle
+    out = export_hf(source, args.out, args.checkpoint_dir)
+    print(f"exported {source} to {out} (transformers GPT2LMHeadModel)")
 
 
 def _generate(args: argparse.Namespace) -> None:
     from mypt.bundle import load_model
     from mypt.sampling import sample
 
-    model, tokenizer, _ = load_model(args.bundle, device=args.device, root=args.checkpoint_dir)
+    model, tokenizer, _ = load_model(
+        args.bundle, device=args.device, root=args.checkpoint_dir, best=args.best
+    )
     print(sample(model, tokenizer, args.prompt, args.max_new_tokens, args.temperature, args.top_k, args.seed))
 
 
@@ -95,6 +101,7 @@ def _reader_parser() -> argparse.ArgumentParser:
     p.add_argument("bundle", help="a bundle folder, or a model name under --checkpoint_dir")
     p.add_argument("out", help="the folder to create")
     p.add_argument("--format", choices=["hf"], default="hf", help="hf: transformers GPT2LMHeadModel")
+    p.add_argument("--best", action="store_true", help=BEST_HELP)
     p.add_argument("--checkpoint_dir", default=DEFAULT_ROOT)
     p.set_defaults(func=_export)
 
@@ -106,6 +113,7 @@ def _reader_parser() -> argparse.ArgumentParser:
     p.add_argument("--top_k", type=int, default=DEFAULT_TOP_K)
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--device", default="cpu", help="cpu, cuda, mps (default cpu)")
+    p.add_argument("--best", action="store_true", help=BEST_HELP)
     p.add_argument("--checkpoint_dir", default=DEFAULT_ROOT)
     p.set_defaults(func=_generate)
     return parser

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from mypt.bundle import flat_settings
+from pathlib import Path
+
+from mypt.bundle import DEFAULT_ROOT, flat_settings
 
 
 def human_bytes(n: int) -> str:
@@ -26,7 +28,8 @@ def format_info(info: dict) -> str:
     else:
         lines.append(f"Last recorded training step: {state.get('step')}")
         if state.get("val_loss") is not None:
-            lines.append(f"Validation loss: {state['val_loss']:.4f}")
+            lines.append(f"Validation loss: {state['val_loss']:.4f}{_bpb_text(state.get('val_bpb'))}")
+        lines += best_lines(info)
         lines.append("Training configuration:")
         lines += [f"  {k}: {v}" for k, v in state.get("training_config", {}).items()]
         data = state.get("data")
@@ -48,14 +51,37 @@ def format_info(info: dict) -> str:
                 loss = run.get("val_loss")
                 loss_text = f"val loss {loss:.4f}" if isinstance(loss, (int, float)) else "no val loss"
                 lr = run.get("settings", {}).get("learning_rate")
+                stopped = f", stopped: {run['stopped']}" if run.get("stopped") else ""
                 lines.append(
                     f"  run {run.get('run')}: steps {run.get('start_step')} -> {run.get('end_step')}, "
-                    f"lr {lr}, {loss_text}, {run.get('started_at')} .. {run.get('ended_at')}"
+                    f"lr {lr}, {loss_text}, {run.get('started_at')} .. {run.get('ended_at')}{stopped}"
                 )
     lines += ["", "=== FILES ==="]
     lines.append(f"Parameters: {info['num_params'] / 1e6:.2f}M")
     lines += [f"  {name:<20} {human_bytes(size):>10}" for name, size in info["files"].items()]
     return "\n".join(lines)
+
+
+def _bpb_text(bpb: object) -> str:
+    return f" ({bpb:.4f} bits per byte)" if isinstance(bpb, (int, float)) else ""
+
+
+def best_lines(info: dict) -> list[str]:
+    """Where the best model is and how good, and, when the last validation is worse, that plainly."""
+    best = info.get("best")
+    if not best:
+        return ["Best model: none kept yet"]
+    lines = [
+        f"Best model: step {best['step']}, val loss {best['val_loss']:.4f}{_bpb_text(best.get('val_bpb'))}, "
+        f"from run {best.get('run')}: {best['path']}"
+    ]
+    last = info["training_state"].get("val_loss")
+    if isinstance(last, (int, float)) and last > best["val_loss"]:
+        lines.append(
+            f"val loss has risen {last - best['val_loss']:.4f} since step {best['step']}: overfitting; the best "
+            f"model is kept at {best['path']} (mypt generate {info['name']} --best)"
+        )
+    return lines
 
 
 # ---------------------------------------------------------------------------------- mypt list
@@ -79,6 +105,9 @@ def list_row(info: dict) -> dict:
         "name": info["name"],
         "step": state.get("step"),
         "val_loss": state.get("val_loss"),
+        "val_bpb": state.get("val_bpb"),
+        "best_val_loss": (info.get("best") or {}).get("val_loss"),
+        "best_step": (info.get("best") or {}).get("step"),
         "tokenizer": info["tokenizer"].get("token_kind"),
         "params": info["num_params"],
         "size": sum(info["files"].values()),
@@ -86,17 +115,23 @@ def list_row(info: dict) -> dict:
     }
 
 
+def _number(value: object) -> str:
+    return f"{value:.4f}" if isinstance(value, (int, float)) else "-"
+
+
 def format_list(rows: list[dict], problems: list[tuple[str, str]]) -> str:
     """A table: one line per bundle; bundles that cannot be read get a line saying why."""
-    header = ("NAME", "STEP", "VAL LOSS", "TOKENIZER", "PARAMS", "SIZE", "PARENT")
+    header = ("NAME", "STEP", "VAL LOSS", "BPB", "BEST@STEP", "TOKENIZER", "PARAMS", "SIZE", "PARENT")
     table = [header]
     for row in rows:
-        loss = row["val_loss"]
+        best = row["best_val_loss"]
         table.append(
             (
                 row["name"],
                 "-" if row["step"] is None else str(row["step"]),
-                f"{loss:.4f}" if isinstance(loss, (int, float)) else "-",
+                _number(row["val_loss"]),
+                _number(row["val_bpb"]),
+                f"{best:.4f}@{row['best_step']}" if isinstance(best, (int, float)) else "-",
                 str(row["tokenizer"]),
                 f"{row['params'] / 1e6:.2f}M",
                 human_bytes(row["size"]),
@@ -124,6 +159,10 @@ def comparable(info: dict) -> dict[str, object]:
     flat["size"] = human_bytes(sum(info["files"].values()))
     flat["step"] = state.get("step")
     flat["val_loss"] = state.get("val_loss")
+    flat["val_bpb"] = state.get("val_bpb")
+    best = info.get("best") or {}
+    flat["best.step"] = best.get("step")
+    flat["best.val_loss"] = best.get("val_loss")
     flat.update({f"training_config.{k}": v for k, v in state.get("training_config", {}).items()})
     flat.update(flat_settings(state))
     data = state.get("data") or {}
@@ -162,3 +201,40 @@ def format_comparison(a: dict, b: dict, color: bool = False) -> str:
         lines.append(line.rstrip())
     lines.append(f"{differing} of {len(rows)} values differ ({DIFF_MARK})")
     return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------- the end of a fit
+
+
+def early_stop_line(step: int, stopper, best: dict | None) -> str:
+    """Why early stopping ended the run, and where the best model is."""
+    if stopper.stopping_reason_message and "did not improve" not in stopper.stopping_reason_message:
+        why = stopper.stopping_reason_message  # a non-finite val loss, or a threshold
+    else:
+        by = f" by {abs(stopper.min_delta):g}" if stopper.min_delta else ""
+        why = f"val/loss has not improved{by} for {stopper.wait_count} validations (patience {stopper.patience})"
+    kept = (
+        f"; the best model (step {best['step']}, val loss {best['val_loss']:.4f}) is kept at {best['path']}"
+        if best
+        else ""
+    )
+    return f"mypt: early stopping at step {step}: {why}{kept}"
+
+
+def run_end_line(path, step: int, val_loss: float | None, val_bpb: float | None, best: dict | None) -> str:
+    """One line when fit ends: the bundle, its step and quality, the best model, the next command."""
+    quality = (
+        f"val loss {val_loss:.4f}{f', {val_bpb:.4f} bits per byte' if val_bpb is not None else ''}"
+        if val_loss is not None
+        else "not validated"
+    )
+    line = f"mypt: bundle {path} at step {step} ({quality})"
+    name = path.name if path.parent == Path(DEFAULT_ROOT) else str(path)
+    next_command = f"mypt generate {name}"
+    if best:
+        if best["step"] == step:
+            line += "; it is the best model so far"
+        else:
+            line += f"; best model: step {best['step']}, val loss {best['val_loss']:.4f}, in {best['path']}"
+            next_command += " --best"
+    return f"{line}; next: {next_command}"

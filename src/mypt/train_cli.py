@@ -16,7 +16,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from lightning.pytorch.callbacks import ProgressBar
+import torch
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import TensorBoardLogger
 
@@ -29,6 +30,7 @@ from mypt.errors import MyptError
 from mypt.guards import RunGuard, check_strategy
 from mypt.hf import resolve_init_from
 from mypt.module import GPTModule
+from mypt.report import early_stop_line, run_end_line
 from mypt.schedule import check_last_step, continue_schedule, lr_at
 
 TRAINER_DEFAULTS: dict[str, Any] = {
@@ -56,6 +58,27 @@ for _name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utiliti
     # Lightning advertises its cloud logger at every start; the run's own lines matter more
     logging.getLogger(_name).addFilter(lambda record: "litlogger" not in record.getMessage())
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")  # Lightning vs torch 2.13
+
+
+class ValLossEarlyStopping(EarlyStopping):
+    """Lightning's EarlyStopping on val/loss, counting from the best model kept so far: a resumed run
+    (or one that had no early stopping before) compares each validation with the bundle's best and
+    counts its patience from its own start, with the patience and min_delta given for it (Lightning
+    would restore the saved ones)."""
+
+    def __init__(self, patience: int, min_delta: float, saver: BundleCheckpoint) -> None:
+        super().__init__(
+            monitor="val/loss", mode="min", patience=patience, min_delta=min_delta,
+            check_on_train_epoch_end=False, verbose=False,
+        )  # fmt: skip
+        self.saver = saver
+
+    def state_dict(self) -> dict:
+        return {}  # nothing for Lightning to restore: the bundle's best is the reference
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        if self.saver.best is not None:
+            self.best_score = torch.tensor(float(self.saver.best["val_loss"]))
 
 
 class MyptCLI(LightningCLI):
@@ -87,6 +110,22 @@ class MyptCLI(LightningCLI):
             "--restart", type=bool, default=False,
             help="Start a new model even if checkpoints/<model_name> holds one (the old bundle is kept aside).",
         )  # fmt: skip
+        parser.add_argument(
+            "--keep_best", type=bool, default=True,
+            help="fit: keep the weights with the lowest val loss so far in checkpoints/<model_name>/best.",
+        )  # fmt: skip
+        parser.add_argument(
+            "--best", type=bool, nargs="?", const=True, default=False,
+            help="validate, test, predict: use the bundle's best model (lowest val loss) instead of its latest weights.",
+        )  # fmt: skip
+        parser.add_argument(
+            "--early_stopping.patience", type=int | None, default=None,
+            help="Stop when val/loss has not improved on the best so far for this many validations (off by default).",
+        )  # fmt: skip
+        parser.add_argument(
+            "--early_stopping.min_delta", type=float, default=0.0,
+            help="The least decrease of val/loss that counts as an improvement for early stopping.",
+        )  # fmt: skip
         parser.add_lightning_class_args(TrainingDashboard, "dashboard")
         parser.link_arguments("data.vocab_size", "model.vocab_size", apply_on="instantiate")
         parser.link_arguments("model.block_size", "data.block_size")
@@ -107,6 +146,15 @@ class MyptCLI(LightningCLI):
             cfg = self.config[subcommand]
             cfg.ckpt_path = str(source)
             self._check_architecture(cfg, self.saved_config, source, allowed=())
+            if cfg.get("best"):
+                if subcommand == "fit":
+                    raise MyptError(
+                        f"--best is for validate, test and predict; to train on from the best weights, "
+                        f"fine-tune them: --model.init_from {source / bundle.BEST_DIR} --model_name NEW_NAME"
+                    )
+                cfg.ckpt_path = str(bundle.resolve_best(source))
+        elif cfg.get("best"):
+            raise MyptError(f"--best needs the bundle: mypt {subcommand} --ckpt_path NAME --best")
         elif cfg.model.init_from:
             # a bundle, or a Hugging Face GPT-2 converted into one
             parent = resolve_init_from(cfg.model.init_from, cfg.checkpoint_dir)
@@ -118,6 +166,11 @@ class MyptCLI(LightningCLI):
                 cfg, bundle.load_config(parent), parent, allowed=("dropout", "batch_size")
             )
         check_last_step(cfg.trainer.max_steps)
+        patience, min_delta = cfg.early_stopping.patience, cfg.early_stopping.min_delta
+        if patience is not None and patience < 0:
+            raise MyptError(f"--early_stopping.patience must not be negative, got {patience}")
+        if min_delta < 0:
+            raise MyptError(f"--early_stopping.min_delta must not be negative, got {min_delta}")
 
     def _resume_source(self, subcommand: str, cfg) -> Path | None:
         if cfg.get("ckpt_path"):
@@ -213,12 +266,29 @@ class MyptCLI(LightningCLI):
         user_callbacks = self._get(self.config_init, "trainer", default={}).get("callbacks") or []
         user_callbacks = user_callbacks if isinstance(user_callbacks, list) else [user_callbacks]
         callbacks = [*user_callbacks, *(kwargs.pop("callbacks", []) or [])]
+        if cfg.trainer.get("enable_checkpointing") or any(isinstance(c, ModelCheckpoint) for c in callbacks):
+            raise MyptError(
+                f"mypt does not use Lightning's ModelCheckpoint: it saves the bundle {dirpath} at every "
+                f"validation and keeps the model with the lowest val loss in {dirpath / bundle.BEST_DIR} "
+                "(mypt generate NAME --best); to stop when val loss stops improving use "
+                "--early_stopping.patience N"
+            )
         resume_step = self.saved_state.get("step", 0) if self.resume_from is not None else None
         guard = RunGuard(dirpath)  # before the saver: it restores the signal handlers before the last save
         saver = BundleCheckpoint(
-            dirpath, command_line=self.command_line, resume_step=resume_step, guard=guard
+            dirpath,
+            command_line=self.command_line,
+            resume_step=resume_step,
+            guard=guard,
+            keep_best=cfg.keep_best,
         )
-        callbacks += [guard, saver]
+        callbacks.append(guard)
+        if cfg.early_stopping.patience is not None and self.subcommand == "fit":
+            # before the saver: the save at the validation that stops records why
+            callbacks.append(
+                ValLossEarlyStopping(cfg.early_stopping.patience, cfg.early_stopping.min_delta, saver)
+            )
+        callbacks.append(saver)
         has_bar = any(isinstance(c, ProgressBar) for c in callbacks)  # Lightning accepts only one
         if cfg.trainer.get("enable_progress_bar") is not False and not has_bar:
             callbacks.append(StepProgressBar())
@@ -234,12 +304,29 @@ class MyptCLI(LightningCLI):
         return trainer
 
     def before_fit(self) -> None:
-        if self.resume_from is not None and self.trainer.is_global_zero:
+        if not self.trainer.is_global_zero:
+            return
+        if self.resume_from is not None:
             text_sha256 = self.datamodule.input_sha256
             print(resume_report(self.resume_from, self.saved_state, self.config["fit"], text_sha256))
+        else:
+            cfg = self.config["fit"]
+            print(
+                f"mypt: training a new model; its bundle will be {bundle.bundle_path(cfg.model_name, cfg.checkpoint_dir)}"
+            )
 
     def after_fit(self) -> None:
         guard = next(c for c in self.trainer.callbacks if isinstance(c, RunGuard))
+        saver = next(c for c in self.trainer.callbacks if isinstance(c, BundleCheckpoint))
+        if self.trainer.is_global_zero and saver.last_saved_step is not None:
+            best = saver.best and {**saver.best, "path": str(saver.dirpath / bundle.BEST_DIR)}
+            if saver.stopped_early(self.trainer):
+                print(early_stop_line(self.trainer.global_step, self.trainer.early_stopping_callback, best))
+            print(
+                run_end_line(
+                    saver.dirpath, saver.last_saved_step, saver.last_val_loss, saver.last_val_bpb, best
+                )
+            )
         if guard.stop_signal is not None:
             name = signal.Signals(guard.stop_signal).name
             print(
