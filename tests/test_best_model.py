@@ -220,7 +220,7 @@ def test_a_resumed_run_keeps_the_best_and_early_stopping_ends_it(overfit, mypt):
              "--early_stopping.patience", "2")  # fmt: skip
     assert r.code == 0, r
     state = _state()
-    assert state["step"] == 240  # validations at 220 and 240 did not improve on step 180
+    assert state["step"] == 240  # 220 and 240 did not beat the kept best: patience counts from it
     lines = [line for line in r.out.splitlines() if line.startswith("mypt: early stopping")]
     assert lines == [
         f"mypt: early stopping at step {state['step']}: val/loss has not improved for 2 validations "
@@ -230,3 +230,66 @@ def test_a_resumed_run_keeps_the_best_and_early_stopping_ends_it(overfit, mypt):
     assert state["history"][-1]["stopped"] == "early stopping: val/loss did not improve in 2 validations"
     assert state["history"][0]["stopped"] == "max_steps 210 reached"
     assert {p.name: p.read_bytes() for p in Path("checkpoints/over/best").iterdir()} == kept
+
+
+# ---------------------------------------------------------------------------------- bad input
+
+
+def _error(r) -> str:
+    lines = [line for line in r.err.strip().splitlines() if line.strip()]
+    assert r.code == 2 and lines and lines[-1].startswith("mypt: error: ") and "Traceback" not in r.err, r
+    return lines[-1]
+
+
+def test_a_damaged_best_model_is_ignored_with_a_warning_and_replaced(overfit, mypt):
+    """A truncated best/model.pt: readers warn and go on with the latest; --best refuses; a resumed
+    run keeps a new best from its first validation; nothing else is touched."""
+    best_model = Path("checkpoints/over/best/model.pt")
+    best_model.write_bytes(best_model.read_bytes()[:1000])
+    latest = {p.name: p.read_bytes() for p in Path("checkpoints/over").iterdir() if p.is_file()}
+    for args in (("inspect", "over"), ("list",)):
+        r = mypt(*args)
+        assert r.code == 0, r
+        assert "mypt: warning: the best model in checkpoints/over/best is ignored:" in r.err, r
+        assert "truncated or replaced" in r.err
+    assert mypt("generate", "over", "--max_new_tokens", "5").code == 0
+    assert "truncated or replaced" in _error(mypt("generate", "over", "--best"))
+    assert {p.name: p.read_bytes() for p in Path("checkpoints/over").iterdir() if p.is_file()} == latest
+
+    r = mypt("fit", "--ckpt_path", "checkpoints/over", "--trainer.max_steps", "220")
+    assert r.code == 0 and "the best model in checkpoints/over/best is ignored" in r.err, r
+    assert _best_json()["step"] == 220 and _best_json()["run"] == 2
+
+
+def test_fine_tuning_starts_its_own_best_and_a_bundle_without_one_refuses_best(overfit, mypt):
+    """A fine-tune from the best model records it as its parent; with --keep_best false it keeps
+    none, and --best on it says so."""
+    best_step = _best_json()["step"]
+    r = mypt("fit", *TINY, "--model.n_embd", "128", "--model.n_head", "4", "--model.block_size", "32",
+             "--data.input_file", "notes.txt", "--model.init_from", "checkpoints/over/best", "--model_name", "child",
+             "--trainer.max_steps", "3", "--keep_best", "false")  # fmt: skip
+    assert r.code == 0, r
+    assert _state("child")["init_from"] == {"path": str(Path("checkpoints/over/best")), "step": best_step}
+    assert not Path("checkpoints/child/best").exists()
+    line = _error(mypt("generate", "child", "--best"))
+    assert "checkpoints/child has no best model yet" in line
+    line = _error(mypt("validate", "--ckpt_path", "child", "--best"))
+    assert "has no best model yet" in line
+    assert "--best is for validate, test and predict" in _error(mypt("fit", "--ckpt_path", "over", "--best"))
+    assert "--best needs the bundle" in _error(mypt("test", "--best"))
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--early_stopping.patience", "-1"], "--early_stopping.patience must not be negative, got -1"),
+        (["--early_stopping.min_delta", "-0.1"], "--early_stopping.min_delta must not be negative, got -0.1"),
+        (["--trainer.callbacks+", "ModelCheckpoint"], "mypt does not use Lightning's ModelCheckpoint"),
+        (["--trainer.enable_checkpointing", "true"], "keeps the model with the lowest val loss in"),
+    ],
+    ids=["negative-patience", "negative-min-delta", "model-checkpoint", "enable-checkpointing"],
+)
+def test_bad_early_stopping_and_checkpoint_settings(mypt, text_file, args, message):
+    r = mypt("fit", *TINY, "--data.input_file", text_file, "--trainer.max_steps", "5", *args)
+    assert message in _error(r)
+    assert not Path("checkpoints").exists()

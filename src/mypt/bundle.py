@@ -633,6 +633,13 @@ def read_best(path: Path, warn: bool = False) -> dict | None:
     return {**info, "path": str(folder)}
 
 
+def weights_step(path: Path) -> int | None:
+    """The step a folder's weights come from: a bundle's training_state.json, or a best model's best.json."""
+    if (Path(path) / BEST_FILE).is_file():
+        return read_json(Path(path) / BEST_FILE).get("step")
+    return load_training_state(Path(path)).get("step")
+
+
 def resolve_best(name_or_path: str | os.PathLike, root: str | os.PathLike = DEFAULT_ROOT) -> Path:
     """The best model's folder of a bundle (a folder every loader reads like a bundle)."""
     path = resolve_bundle(name_or_path, root)

@@ -349,7 +349,7 @@ class BundleCheckpoint(Callback):
         init_from = previous.get("init_from")
         if init_from is None and hparams.get("init_from"):
             parent = bundle.resolve_bundle(hparams["init_from"])
-            init_from = {"path": str(parent), "step": bundle.load_training_state(parent).get("step")}
+            init_from = {"path": str(parent), "step": bundle.weights_step(parent)}
         training_state = {
             "step": trainer.global_step,
             "optimizer_file": bundle.OPTIMIZER_FILE,
