@@ -263,12 +263,14 @@ def test_a_damaged_best_model_is_ignored_with_a_warning_and_replaced(overfit, my
 
 def test_fine_tuning_starts_its_own_best_and_a_bundle_without_one_refuses_best(overfit, mypt):
     """A fine-tune from the best model records it as its parent; with --keep_best false it keeps
-    none, and --best on it says so."""
+    none, and --best on it says so. (With gradient accumulation, to check the final validation.)"""
     best_step = _best_json()["step"]
     r = mypt("fit", *TINY, "--model.n_embd", "128", "--model.n_head", "4", "--model.block_size", "32",
              "--data.input_file", "notes.txt", "--model.init_from", "checkpoints/over/best", "--model_name", "child",
-             "--trainer.max_steps", "3", "--keep_best", "false")  # fmt: skip
+             "--trainer.max_steps", "3", "--keep_best", "false", "--trainer.accumulate_grad_batches", "2")  # fmt: skip
     assert r.code == 0, r
+    # the final validation comes after the last step's last accumulated batch, not before its update
+    assert _state("child")["step"] == 3 and _state("child")["val_loss"] is not None
     assert _state("child")["init_from"] == {"path": str(Path("checkpoints/over/best")), "step": best_step}
     assert not Path("checkpoints/child/best").exists()
     line = _error(mypt("generate", "child", "--best"))

@@ -206,10 +206,11 @@ class BundleCheckpoint(Callback):
     def on_train_batch_start(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
     ) -> None:
-        if trainer.max_steps is not None and 0 < trainer.max_steps <= trainer.global_step + 1:
-            # the last step: a run asked to stop validates after its step, so the final bundle
-            # carries the val loss of its own step whatever the val_check_interval (and the step's
-            # metrics are logged)
+        last_step = trainer.max_steps is not None and 0 < trainer.max_steps <= trainer.global_step + 1
+        if last_step and (batch_idx + 1) % trainer.accumulate_grad_batches == 0:
+            # the batch that completes the last step: a run asked to stop validates after it, so the
+            # final bundle carries the val loss of its own step whatever the val_check_interval (and
+            # the step's metrics are logged)
             trainer.should_stop = True
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

@@ -139,6 +139,11 @@ class MyptCLI(LightningCLI):
             return
         cfg = self.config[subcommand]
         bundle.validate_model_name(cfg.model_name)
+        if subcommand == "fit" and cfg.get("best"):
+            raise MyptError(
+                "--best is for validate, test and predict; to train on from a bundle's best weights, "
+                "fine-tune them: --model.init_from checkpoints/NAME/best --model_name NEW_NAME"
+            )
         source = self._resume_source(subcommand, cfg)
         if source is not None:
             self._set_defaults_from_bundle(subcommand, source)
@@ -147,11 +152,6 @@ class MyptCLI(LightningCLI):
             cfg.ckpt_path = str(source)
             self._check_architecture(cfg, self.saved_config, source, allowed=())
             if cfg.get("best"):
-                if subcommand == "fit":
-                    raise MyptError(
-                        f"--best is for validate, test and predict; to train on from the best weights, "
-                        f"fine-tune them: --model.init_from {source / bundle.BEST_DIR} --model_name NEW_NAME"
-                    )
                 cfg.ckpt_path = str(bundle.resolve_best(source))
         elif cfg.get("best"):
             raise MyptError(f"--best needs the bundle: mypt {subcommand} --ckpt_path NAME --best")
