@@ -227,7 +227,10 @@ def test_a_resumed_run_keeps_the_best_and_early_stopping_ends_it(overfit, mypt):
         f"(patience 2); the best model (step {best['step']}, val loss {best['val_loss']:.4f}) is kept at "
         f"{Path('checkpoints/over/best')}"
     ]
-    assert state["history"][-1]["stopped"] == "early stopping: val/loss did not improve in 2 validations"
+    assert (
+        state["history"][-1]["stopped"]
+        == "early stopping: val/loss has not improved for 2 validations (patience 2)"
+    )
     assert state["history"][0]["stopped"] == "max_steps 210 reached"
     assert {p.name: p.read_bytes() for p in Path("checkpoints/over/best").iterdir()} == kept
 

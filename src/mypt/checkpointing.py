@@ -255,21 +255,26 @@ class BundleCheckpoint(Callback):
     # -- why the run stopped ----------------------------------------------------------------
 
     @staticmethod
-    def stopped_early(trainer: pl.Trainer) -> bool:
+    def early_stop_why(trainer: pl.Trainer) -> str | None:
+        """Why early stopping ended the run, in words (None when it did not)."""
         stopper = trainer.early_stopping_callback
-        return stopper is not None and stopper.stopping_reason != EarlyStoppingReason.NOT_STOPPED
+        if stopper is None or stopper.stopping_reason == EarlyStoppingReason.NOT_STOPPED:
+            return None
+        if stopper.stopping_reason != EarlyStoppingReason.PATIENCE_EXHAUSTED:
+            return stopper.stopping_reason_message  # a non-finite val loss, or a threshold
+        by = f" by {abs(stopper.min_delta):g}" if stopper.min_delta else ""
+        return (
+            f"{stopper.monitor} has not improved{by} for {stopper.wait_count} validations "
+            f"(patience {stopper.patience})"
+        )
 
     def stop_reason(self, trainer: pl.Trainer) -> str | None:
         """Why the run ends at this step (None while it goes on), for the run's history."""
         if self.guard.stop_signal is not None:
             return signal.Signals(self.guard.stop_signal).name
-        if self.stopped_early(trainer):
-            stopper = trainer.early_stopping_callback
-            if stopper.stopping_reason == EarlyStoppingReason.PATIENCE_EXHAUSTED:
-                return (
-                    f"early stopping: {stopper.monitor} did not improve in {stopper.wait_count} validations"
-                )
-            return f"early stopping: {stopper.stopping_reason_message}"
+        why = self.early_stop_why(trainer)
+        if why is not None:
+            return f"early stopping: {why}"
         if trainer.max_steps is not None and 0 < trainer.max_steps <= trainer.global_step:
             return f"max_steps {trainer.max_steps} reached"
         return None

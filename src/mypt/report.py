@@ -206,13 +206,8 @@ def format_comparison(a: dict, b: dict, color: bool = False) -> str:
 # ---------------------------------------------------------------------------- the end of a fit
 
 
-def early_stop_line(step: int, stopper, best: dict | None) -> str:
+def early_stop_line(step: int, why: str, best: dict | None) -> str:
     """Why early stopping ended the run, and where the best model is."""
-    if stopper.stopping_reason_message and "did not improve" not in stopper.stopping_reason_message:
-        why = stopper.stopping_reason_message  # a non-finite val loss, or a threshold
-    else:
-        by = f" by {abs(stopper.min_delta):g}" if stopper.min_delta else ""
-        why = f"val/loss has not improved{by} for {stopper.wait_count} validations (patience {stopper.patience})"
     kept = (
         f"; the best model (step {best['step']}, val loss {best['val_loss']:.4f}) is kept at {best['path']}"
         if best

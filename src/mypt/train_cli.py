@@ -320,8 +320,9 @@ class MyptCLI(LightningCLI):
         saver = next(c for c in self.trainer.callbacks if isinstance(c, BundleCheckpoint))
         if self.trainer.is_global_zero and saver.last_saved_step is not None:
             best = saver.best and {**saver.best, "path": str(saver.dirpath / bundle.BEST_DIR)}
-            if saver.stopped_early(self.trainer):
-                print(early_stop_line(self.trainer.global_step, self.trainer.early_stopping_callback, best))
+            why = saver.early_stop_why(self.trainer)
+            if why is not None:
+                print(early_stop_line(self.trainer.global_step, why, best))
             print(
                 run_end_line(
                     saver.dirpath, saver.last_saved_step, saver.last_val_loss, saver.last_val_bpb, best
