@@ -178,7 +178,8 @@ class GPTModule(pl.LightningModule):
         if self.trainer.world_size > 1:
             sums = self.trainer.strategy.reduce(sums, reduce_op="sum")
         if sums[1] > 0:
-            self.log(f"{stage}/bpb", (sums[0] / math.log(2) / sums[1]).float())
+            # the same value on every rank; sync_dist only keeps Lightning from warning about it
+            self.log(f"{stage}/bpb", (sums[0] / math.log(2) / sums[1]).float(), sync_dist=True)
 
     def on_validation_epoch_start(self) -> None:
         self._eval_sums = None
@@ -188,7 +189,7 @@ class GPTModule(pl.LightningModule):
         if self.trainer.state.fn == "fit":
             # the x of this validation in the logger: the step of the bundle saved with it (Lightning
             # would use the count of batches before the last one, one less)
-            self.log("step", float(self.global_step))
+            self.log("step", float(self.global_step), sync_dist=True)
 
     def on_test_epoch_start(self) -> None:
         self._eval_sums = None
