@@ -1,9 +1,8 @@
 """What a person watching a training run sees: TensorBoard extras and the terminal progress bar.
 
 `TrainingDashboard` adds to the scalars the LightningModule logs (train/loss, val/loss, lr,
-tokens_per_sec, mfu):
+tokens_per_sec, mfu, and grad_norm, which clipping computes):
 
-- `grad_norm`: the global gradient norm before clipping, computed only on logging steps;
 - a text sample from a fixed prompt and seed at every validation (TensorBoard's Text tab), so the
   same prompt shows the model learning step after step;
 - the architecture and training settings as HParams, with `val/loss` and `train/loss` as the
@@ -19,15 +18,13 @@ import time
 from typing import Any
 
 import lightning.pytorch as pl
-import torch
 from lightning.pytorch.callbacks import Callback, TQDMProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch.utils.tensorboard.summary import hparams as hparams_summaries
 
 from mypt.config import ARCHITECTURE_KEYS
 from mypt.errors import MyptError
-from mypt.fsdp import BundleFSDPStrategy, whole_model
-from mypt.module import is_logging_step
+from mypt.fsdp import whole_model
 from mypt.sampling import DEFAULT_MAX_NEW_TOKENS, DEFAULT_PROMPT, DEFAULT_TEMPERATURE, DEFAULT_TOP_K, sample
 
 SAMPLE_TAG = "samples"
@@ -45,7 +42,7 @@ class TrainingDashboard(Callback):
         top_k: int | None = DEFAULT_TOP_K,
         seed: int = 1337,
     ) -> None:
-        """TensorBoard extras: grad_norm, a text sample at each validation, and HParams.
+        """TensorBoard extras: a text sample at each validation, and HParams.
 
         Args:
             prompt: Text the validation samples start from (its characters must be in a char
@@ -99,22 +96,6 @@ class TrainingDashboard(Callback):
         for writer in writers:
             # at the val/loss point of the same validation (GPTModule logs it at the bundle's step)
             writer.add_text(SAMPLE_TAG, as_markdown_block(text), trainer.global_step)
-
-    # -- gradient norm ----------------------------------------------------------------------
-
-    def on_before_optimizer_step(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: torch.optim.Optimizer
-    ) -> None:
-        """The norm of all gradients before clipping, on the steps whose metrics are written."""
-        if not is_logging_step(trainer, trainer.global_step + 1):
-            return
-        if isinstance(trainer.strategy, BundleFSDPStrategy):  # each rank holds a shard of the gradient
-            pl_module.log("grad_norm", trainer.strategy.total_grad_norm(), on_step=True, on_epoch=False)
-            return
-        grads = [p.grad for p in pl_module.parameters() if p.grad is not None]
-        if grads:
-            norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.float()) for g in grads]))
-            pl_module.log("grad_norm", norm, on_step=True, on_epoch=False)
 
     # -- hparams ----------------------------------------------------------------------------
 

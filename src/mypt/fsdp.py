@@ -131,15 +131,11 @@ class BundleFSDPStrategy(FSDPStrategy):
             FullOptimStateDictConfig(offload_to_cpu=offload, rank0_only=rank0_only),
         )
 
-    def total_grad_norm(self) -> torch.Tensor:
-        """The norm of the whole model's gradient, across every shard (a collective: all ranks call it)."""
+    def clip_grad_norm(self, max_norm: float) -> torch.Tensor:
+        """Clip by the norm over all shards (torch.nn.utils.clip_grad_norm_ would see one shard only);
+        returns that norm, taken before clipping. A collective: every rank calls it."""
         assert self.model is not None
-        return self.model.clip_grad_norm_(float("inf"))
-
-    def clip_grad_norm(self, max_norm: float) -> None:
-        """Clip by the norm over all shards: torch.nn.utils.clip_grad_norm_ would see one shard only."""
-        assert self.model is not None
-        self.model.clip_grad_norm_(max_norm)
+        return self.model.clip_grad_norm_(max_norm)
 
 
 @contextmanager

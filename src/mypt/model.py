@@ -153,7 +153,8 @@ class GPT(nn.Module):
             logits = self.lm_head(x)  # (b, t, vocab_size)
             loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1), ignore_index=-1)
         else:
-            logits = self.lm_head(x[:, [-1], :])  # (b, 1, vocab_size)
+            # slices, not x[:, [-1]]: indexing with a list copies the index to the device and waits
+            logits = self.lm_head(x[:, -1:, :])  # (b, 1, vocab_size)
             loss = None
         return logits, loss
 
@@ -195,7 +196,7 @@ class GPT(nn.Module):
                 logits = logits / temperature
                 if top_k is not None:
                     v, _ = torch.topk(logits, min(top_k, logits.size(-1)))
-                    logits[logits < v[:, [-1]]] = -float("inf")
+                    logits[logits < v[:, -1:]] = -float("inf")
                 probs = F.softmax(logits, dim=-1)
                 idx_next = torch.multinomial(probs, num_samples=1, generator=generator)
             idx = torch.cat((idx, idx_next), dim=1)

@@ -8,7 +8,7 @@ import time
 
 import lightning.pytorch as pl
 import torch
-from lightning.pytorch.plugins.precision import MixedPrecision
+from torch.distributed.fsdp.sharded_grad_scaler import ShardedGradScaler
 
 from mypt.bundle import build_model, load_config, resolve_bundle
 from mypt.config import ARCHITECTURE_KEYS
@@ -101,6 +101,9 @@ class GPTModule(pl.LightningModule):
         self.model = GPT(self.config)
         # decided here, on whole tensors: under FSDP the optimizer sees flattened shards
         self._decayed = {name for name, p in self.model.named_parameters() if p.dim() >= 2}
+        # training FLOPs per token (for MFU), counted once on the whole model: under FSDP each rank's
+        # parameters are flat local shards, and a count taken then would be world_size times too low
+        self.flops_per_token: int = self.model.flops_per_token()
         if init_from:
             parent = resolve_bundle(init_from)
             self.model.load_state_dict(build_model(parent, load_config(parent)).state_dict())
@@ -206,6 +209,9 @@ class GPTModule(pl.LightningModule):
         step = self.global_step
         if not is_logging_step(self.trainer, step):
             return
+        if self.device.type == "cuda":
+            # kernels are queued asynchronously: the clock must wait for the steps it times to finish
+            torch.cuda.synchronize(self.device)
         now = time.perf_counter()
         if self._timer is not None and step > self._timer[1]:
             x, _ = batch
@@ -214,11 +220,7 @@ class GPTModule(pl.LightningModule):
             tokens_per_sec = tokens / max(now - self._timer[0] - self._validation_time, 1e-9)
             self.log("tokens_per_sec", tokens_per_sec, prog_bar=True)
             if self._peak_flops:
-                mfu = (
-                    self.model.flops_per_token()
-                    * tokens_per_sec
-                    / (self._peak_flops * self.trainer.world_size)
-                )
+                mfu = self.flops_per_token * tokens_per_sec / (self._peak_flops * self.trainer.world_size)
                 self.log("mfu", mfu)
         self._timer = (now, step)
         self._validation_time = 0.0
@@ -246,8 +248,17 @@ class GPTModule(pl.LightningModule):
         ]
         kwargs = {}
         impl = self.hparams.optimizer_impl
+        # torch 2.13's ShardedGradScaler (FSDP with 16-mixed) hands the optimizer a found-inf flag of
+        # shape (1,) once the gradients are unscaled, which fused AdamW's step cannot take
+        # (pytorch/pytorch#140514): there the multi-tensor kernels step instead
+        sharded_scaler = isinstance(getattr(self.trainer.precision_plugin, "scaler", None), ShardedGradScaler)
+        if impl == "fused" and sharded_scaler:
+            raise MyptError(
+                "--model.optimizer_impl fused cannot step under FSDP with 16-mixed precision (torch's sharded "
+                "loss scaler and fused AdamW disagree): use auto or foreach, or bf16-mixed"
+            )
         if impl == "auto":  # fused is the fastest on CUDA and, by 3-4%, on a CPU (docs/benchmarks.md)
-            impl = "fused" if self.device.type in ("cuda", "cpu") else "foreach"
+            impl = "fused" if self.device.type in ("cuda", "cpu") and not sharded_scaler else "foreach"
         if impl == "fused" and "fused" in inspect.signature(torch.optim.AdamW).parameters:
             kwargs["fused"] = True
         elif impl in ("foreach", "for-loop"):
@@ -259,25 +270,32 @@ class GPTModule(pl.LightningModule):
     def configure_gradient_clipping(
         self, optimizer: torch.optim.Optimizer, gradient_clip_val=None, gradient_clip_algorithm=None
     ) -> None:
-        """Clip by the norm of the whole gradient, in the two cases Lightning's own clipping refuses:
-        under FSDP each rank holds a shard of the gradient (FSDP computes the norm over all of them);
-        with mixed precision and a fused AdamW (the default), Lightning refuses because the optimizer
-        unscales inside its step, so the gradients are unscaled here first, as nanoGPT does."""
+        """Unscale, clip, and log the gradient norm on logging steps (the norm that clipping computes,
+        so it costs nothing more; taken after unscaling, before clipping).
+
+        With a loss scaler (16-mixed), Lightning unscales before this hook only for optimizers that do
+        not unscale inside their step; fused AdamW (the default) does, so its gradients arrive here
+        still multiplied by the loss scale (65536 at first): they are unscaled here first, whatever
+        the strategy (FSDP's precision plugin is not Lightning's MixedPrecision, and its clipping used
+        to act on scaled gradients). Under FSDP each rank holds a shard of the gradient, so FSDP
+        computes the norm over all of them; Lightning's own clipping refuses both cases."""
+        strategy, scaler = self.trainer.strategy, getattr(self.trainer.precision_plugin, "scaler", None)
+        if scaler is not None and getattr(optimizer, "_step_supports_amp_scaling", False):
+            scaler.unscale_(optimizer)  # the step then sees that they are unscaled already
         by_norm = bool(gradient_clip_val) and gradient_clip_algorithm in (None, "norm")
-        strategy, precision = self.trainer.strategy, self.trainer.precision_plugin
-        if by_norm and isinstance(strategy, BundleFSDPStrategy):
-            strategy.clip_grad_norm(gradient_clip_val)
-        elif (
-            by_norm
-            and isinstance(precision, MixedPrecision)
-            and getattr(optimizer, "_step_supports_amp_scaling", False)
-        ):
-            if precision.scaler is not None:  # fp16: the step then sees that they are unscaled already
-                precision.scaler.unscale_(optimizer)
-            params = [p for group in optimizer.param_groups for p in group["params"]]
-            torch.nn.utils.clip_grad_norm_(params, gradient_clip_val)
-        else:
-            self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
+        log_norm = is_logging_step(self.trainer, self.global_step + 1)  # the step being taken
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        norm = None
+        if by_norm or log_norm:
+            max_norm = gradient_clip_val if by_norm else float("inf")  # inf: measure only
+            if isinstance(strategy, BundleFSDPStrategy):
+                norm = strategy.clip_grad_norm(max_norm)
+            else:
+                norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+        elif gradient_clip_val:  # by value
+            torch.nn.utils.clip_grad_value_(params, gradient_clip_val)
+        if log_norm and norm is not None:
+            self.log("grad_norm", norm, on_step=True, on_epoch=False)
 
     def lr_at(self, step: int) -> float:
         if self.lr_segments is None:
