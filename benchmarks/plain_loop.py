@@ -62,14 +62,17 @@ class PlainTrainer:
         optimizer_impl: str = "fused",  # what GPTModule's "auto" picks on CPU and CUDA
         compile: bool = False,
         device: str = "cpu",
-        bf16: bool = False,
+        amp: str | None = None,
         save_dir: Path | None = None,
     ) -> None:
+        """`amp`: None (float32), "bf16", or "fp16" (with a loss scaler, as Lightning's 16-mixed)."""
         torch.manual_seed(seed)  # the same initial weights as `mypt fit` with seed_everything: SEED
         self.device = torch.device(device)
         self.model = GPT(config).to(self.device)
         self.model.train()
-        self.autocast = lambda: torch.autocast(self.device.type, torch.bfloat16, enabled=bf16)
+        dtype = torch.float16 if amp == "fp16" else torch.bfloat16
+        self.autocast = lambda: torch.autocast(self.device.type, dtype, enabled=amp is not None)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=amp == "fp16")
         self.forward = torch.compile(self.model) if compile else self.model
         self.optimizer = adamw(self.model, learning_rate, optimizer_impl)
         self.schedule = new_schedule(max_steps, learning_rate, HPARAMS["min_lr_ratio"], warmup_steps)
@@ -89,9 +92,11 @@ class PlainTrainer:
         x, y = (t.to(self.device, non_blocking=True) for t in next(self.batches))
         with self.autocast():
             _, loss = self.forward(x, y)
-        loss.backward()
+        self.scaler.scale(loss).backward()
+        self.scaler.unscale_(self.optimizer)  # (a no-op without fp16) clip the true gradient
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), GRAD_CLIP)
-        self.optimizer.step()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
         self.step_count += 1
         if self.step_count % 10 == 0:

@@ -2,7 +2,7 @@
 
     python benchmarks/run.py            # every figure on this machine's CPU (under 10 minutes on 2 cores)
     python benchmarks/run.py --quick    # tiny settings: checks that the harness runs (seconds, not figures)
-    python benchmarks/run.py --gpu      # GPT-2 124M on a CUDA GPU: bf16, compile, fused AdamW, MFU
+    python benchmarks/run.py --gpu      # GPT-2 124M on one CUDA GPU: bf16 (fp16 before Ampere), compile, MFU
 
 What each figure means and the latest results are in docs/benchmarks.md.
 """
@@ -117,20 +117,40 @@ def generation_section(quick: bool) -> dict:
     }
 
 
+def gpu_plan(bf16_native: bool) -> tuple[list[str], dict]:
+    """mypt's arguments over benchmarks/gpt2_124m.yaml, and the plain loop's options, for the GPU run.
+
+    One device, named: with Lightning's default devices="auto" a machine with several GPUs would start
+    DDP, whose launcher re-runs this script's path from the benchmark's temporary folder and fails.
+    bf16 where the GPU computes it natively; elsewhere (before Ampere torch reports bf16 as supported
+    because it is emulated, and the figures would mean nothing) fp16 with a loss scaler."""
+    precision, amp = ("bf16-mixed", "bf16") if bf16_native else ("16-mixed", "fp16")
+    mypt_args = ["--trainer.accelerator", "gpu", "--trainer.devices", "1", "--trainer.precision", precision]
+    plain = {"device": "cuda:0", "amp": amp, "compile": True, "optimizer_impl": "fused"}
+    return mypt_args, plain
+
+
 def gpu_section(quick: bool) -> dict:
-    """GPT-2 124M, bf16-mixed, compiled, fused AdamW: mypt against the plain loop, and MFU."""
+    """GPT-2 124M, bf16-mixed (or 16-mixed), compiled, fused AdamW, on one GPU: mypt against the plain
+    loop, and MFU."""
     if not torch.cuda.is_available():
         return {"skipped": "no CUDA GPU on this machine"}
     steps = (30, 10, 10) if quick else (200, 20, 40)
-    plain = {"device": "cuda", "bf16": True, "compile": True, "optimizer_impl": "fused"}
-    result = compare(HERE / "gpt2_124m.yaml", *steps, guests={"plain": plain})
+    torch.set_float32_matmul_precision("high")  # TF32, as `mypt fit` sets on CUDA
+    mypt_args, plain = gpu_plan(torch.cuda.is_bf16_supported(including_emulation=False))
+    result = compare(HERE / "gpt2_124m.yaml", *steps, guests={"plain": plain}, mypt_args=tuple(mypt_args))
     config = GPTConfig(block_size=1024, vocab_size=50304, n_layer=12, n_head=12, n_embd=768)
     with torch.device("meta"):  # the arithmetic only: no weights allocated
         flops = GPT(config).flops_per_token()
     peak = device_peak_flops(torch.device("cuda", 0))
     for row in result.values():
         row["mfu"] = flops * row["tokens_per_sec"] / peak if peak else None
-    return {"gpt2_124m": result, "device": torch.cuda.get_device_name(0), "peak_flops": peak}
+    return {
+        "gpt2_124m": result,
+        "device": torch.cuda.get_device_name(0),
+        "precision": mypt_args[-1],
+        "peak_flops": peak,
+    }
 
 
 # -- the table ---------------------------------------------------------------------------------
@@ -212,7 +232,7 @@ def table(results: dict) -> list[tuple[str, str, str]]:
         r = gpu["gpt2_124m"]
         for name in ("mypt", "plain"):
             mfu = r[name]["mfu"]
-            rows.append((f"GPU GPT-2 124M {name} tokens/s (MFU)",
+            rows.append((f"GPU GPT-2 124M {gpu.get('precision', '')} {name} tokens/s (MFU)",
                          f"{r[name]['tokens_per_sec']:,.0f} ({mfu:.1%})" if mfu else f"{r[name]['tokens_per_sec']:,.0f}", ""))  # fmt: skip
         ratio = r["mypt"]["tokens_per_sec"] / r["plain"]["tokens_per_sec"]
         rows.append(("GPU mypt/plain", f"{ratio:.3f}", ""))

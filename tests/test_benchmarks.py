@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -15,7 +16,11 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
 
 import convergence  # noqa: E402
+import run  # noqa: E402
 from common import find_text  # noqa: E402
+from plain_loop import PlainTrainer  # noqa: E402
+
+from mypt.model import GPTConfig  # noqa: E402
 
 
 def _corpora_present() -> bool:
@@ -79,3 +84,35 @@ def test_mypt_and_the_plain_loop_train_the_same_model() -> None:
     for (_, mine), (_, plain) in zip(result["mypt"], result["plain"], strict=True):
         assert mine == pytest.approx(plain, abs=1e-4)
     assert result["mypt"][1][1] < result["mypt"][0][1]  # and it learns
+
+
+@pytest.mark.parametrize(
+    ("bf16_native", "precision", "amp"), [(True, "bf16-mixed", "bf16"), (False, "16-mixed", "fp16")]
+)
+def test_gpu_benchmark_names_one_device_and_a_native_precision(bf16_native, precision, amp):
+    """With Lightning's devices="auto", a machine with several GPUs would start DDP from the benchmark's
+    temporary folder and die; where bf16 is only emulated (before Ampere) the figures would be void."""
+    mypt_args, plain = run.gpu_plan(bf16_native)
+    flags = dict(zip(mypt_args[::2], mypt_args[1::2], strict=True))
+    assert flags == {
+        "--trainer.accelerator": "gpu",
+        "--trainer.devices": "1",
+        "--trainer.precision": precision,
+    }
+    assert plain["device"] == "cuda:0" and plain["amp"] == amp
+
+
+def test_the_plain_loop_in_fp16_unscales_before_clipping(monkeypatch):
+    """The fp16 fallback's yardstick: a loss scaler, and clipping of the true (unscaled) gradient."""
+    seen = []
+    clip = torch.nn.utils.clip_grad_norm_
+    monkeypatch.setattr(
+        torch.nn.utils, "clip_grad_norm_", lambda params, max_norm: seen.append(clip(params, max_norm))
+    )
+    tokens = np.arange(2000, dtype=np.uint16) % 50
+    config = GPTConfig(block_size=16, vocab_size=50, n_layer=1, n_head=2, n_embd=16)
+    trainer = PlainTrainer(config, tokens, tokens, batch_size=4, max_steps=3, val_interval=0, amp="fp16")
+    assert trainer.scaler.get_scale() == 65536.0
+    trainer.timed_steps(3)
+    assert len(seen) == 3 and all(0 < float(norm) < 100 for norm in seen)  # not 65536 times the norm
+    assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
