@@ -9,8 +9,10 @@ from pathlib import Path
 import lightning.pytorch as pl
 import torch
 from conftest import TINY, run_mypt_subprocess
+from lightning.pytorch.accelerators import CPUAccelerator
 
 from mypt import bundle
+from mypt.train_cli import MyptCLI, world_size_line
 
 
 def test_fit_writes_a_complete_bundle(mypt, text_file):
@@ -90,7 +92,8 @@ def test_mixed_precision_with_fused_adamw_clips_gradients(mypt, text_file, tmp_p
     """The README's GPU advice (--trainer.precision bf16-mixed) with mypt's defaults (fused AdamW,
     gradient_clip_val 1.0): Lightning refuses to clip for a fused optimizer; mypt clips itself, so
     the run trains and every step's gradient has at most the clipping norm. (fp16's loss-scaler
-    path, unscale then clip, runs on GPUs only: on a CPU Lightning turns 16-mixed into bf16.)"""
+    path, unscale then clip, needs a GPU here: on a CPU Lightning turns 16-mixed into bf16;
+    test_module.py checks it with a real GradScaler.)"""
     probe = {
         "class_path": "test_cli_fit.GradNormAtStep",
         "init_args": {"out_file": str(tmp_path / "norms.json")},
@@ -103,3 +106,21 @@ def test_mixed_precision_with_fused_adamw_clips_gradients(mypt, text_file, tmp_p
     assert len(norms) == 12 and max(norms) <= 0.05 * 1.001, norms
     state = bundle.load_training_state(Path("checkpoints/amp"))
     assert state["step"] == 12 and math.isfinite(state["val_loss"])
+
+
+def test_evaluating_and_sampling_use_one_device_unless_asked(text_file, monkeypatch):
+    """On a machine with 4 devices Lightning's devices="auto" starts 4 processes. fit keeps that
+    convention and says so at the start; validate, test and predict take one device unless
+    --trainer.devices asks for more."""
+    monkeypatch.setattr(CPUAccelerator, "auto_device_count", staticmethod(lambda: 4))
+    monkeypatch.setattr(MyptCLI, "_run_subcommand", lambda self, subcommand: None)  # build, do not run
+
+    def trainer(*args: str) -> pl.Trainer:
+        return MyptCLI(args=[*args, "--data.input_file", str(text_file), "--data.batch_size", "6"]).trainer
+
+    for subcommand in ("validate", "test", "predict"):
+        assert trainer(subcommand).num_devices == 1, subcommand
+    assert trainer("validate", "--trainer.devices", "2").num_devices == 2
+    fit = trainer("fit")
+    assert fit.num_devices == 4
+    assert world_size_line(fit, 6).startswith("DDP over 4 processes: 4 x 6 sequences per step (24 in all")

@@ -47,7 +47,9 @@ class BatchProbe(pl.Callback):
         """
         self.out_dir = Path(out_dir)
         self.batches: list[str] = []
+        self.losses: list[str] = []  # each step's training loss, exactly (float.hex)
         self.saves: list[int] = []
+        self.seed: int | None = None
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         io = trainer.strategy.checkpoint_io  # the bundle plugin, installed at setup
@@ -58,6 +60,10 @@ class BatchProbe(pl.Callback):
             return write(checkpoint, path, storage_options)
 
         io.save_checkpoint = recording_write
+        self.seed = torch.initial_seed()
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs, *args) -> None:
+        self.losses.append(float(outputs["loss"]).hex())
 
     def on_train_batch_start(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch, batch_idx
@@ -67,8 +73,47 @@ class BatchProbe(pl.Callback):
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         report = {"rank": trainer.global_rank, "world_size": trainer.world_size, "batches": self.batches,
-                  "saves": self.saves}  # fmt: skip
+                  "losses": self.losses, "saves": self.saves, "seed": self.seed}  # fmt: skip
         (self.out_dir / f"rank{trainer.global_rank}.json").write_text(json.dumps(report))
+
+
+class SigtermToRankZero(pl.Callback):
+    def __init__(self, at_step: int) -> None:
+        """Sends SIGTERM to rank zero's own process after step `at_step` (what a scheduler does).
+
+        Args:
+            at_step: The step after which the signal is sent.
+        """
+        self.at_step = at_step
+
+    def on_train_batch_end(self, trainer: pl.Trainer, *args) -> None:
+        if trainer.global_rank == 0 and trainer.global_step == self.at_step:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+class StrategyProbe(pl.Callback):
+    def __init__(self, out_dir: str) -> None:
+        """Records, per rank, the FLOPs per token the module counts for MFU, a recount on the wrapped
+        model, and the number of FSDP units.
+
+        Args:
+            out_dir: Folder for one ``strategy<N>.json`` report per rank.
+        """
+        self.out_dir = Path(out_dir)
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        from torch.distributed.fsdp import FullyShardedDataParallel
+
+        units = sum(isinstance(m, FullyShardedDataParallel) for m in trainer.strategy.model.modules())
+        report = {"flops_per_token": pl_module.flops_per_token, "recount": pl_module.model.flops_per_token(),
+                  "fsdp_units": units}  # fmt: skip
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        (self.out_dir / f"strategy{trainer.global_rank}.json").write_text(json.dumps(report))
+
+
+TESTS_ON_PATH = {
+    "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])
+}
 
 
 class DiskFullOnRankZero(pl.Callback):
@@ -104,43 +149,81 @@ def expected_batches(text_file: Path, rank: int, first: int, count: int) -> list
 
 
 def test_ddp_resumes_a_single_process_bundle_and_back(mypt, text_file, tmp_path):
-    path = Path("checkpoints/dp")
-    r = mypt("fit", *QUICK, "--data.input_file", text_file, "--model_name", "dp", "--trainer.max_steps", "10")
+    """One process to step 10, then DDP over 2 processes to step 30 (with dropout: each rank its own
+    seed), then one process again. A copy of the DDP run stopped by SIGTERM at step 20 and resumed
+    equals the uninterrupted one bit for bit, on every rank: each rank's RNG states are its own."""
+    r = mypt("fit", *QUICK, "--data.input_file", text_file, "--model_name", "dp", "--trainer.max_steps", "10",
+             "--model.dropout", "0.1")  # fmt: skip
     assert r.code == 0, r
+    path = Path("checkpoints/dp")
     single_files = sorted(os.listdir(path))
     config_before = (path / bundle.CONFIG_FILE).read_bytes()
+    shutil.copytree(path, "checkpoints/stopped")
 
-    probe = {"class_path": "test_distributed.BatchProbe", "init_args": {"out_dir": str(tmp_path / "probe")}}
-    r = run_mypt_subprocess(
-        "fit", "--ckpt_path", "checkpoints/dp", "--trainer.max_steps", "20",
-        "--trainer.strategy", "ddp", "--trainer.devices", "2", "--trainer.accelerator", "cpu",
-        "--trainer.callbacks", json.dumps([probe]),
-        cwd=tmp_path, env={"PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])},
-    )  # fmt: skip
+    def ddp(name: str, probe_dir: str, *callbacks: dict):
+        probe = {
+            "class_path": "test_distributed.BatchProbe",
+            "init_args": {"out_dir": str(tmp_path / probe_dir)},
+        }
+        r = run_mypt_subprocess(
+            "fit", "--ckpt_path", f"checkpoints/{name}", "--trainer.max_steps", "30",
+            "--trainer.strategy", "ddp", "--trainer.devices", "2", "--trainer.accelerator", "cpu",
+            "--trainer.callbacks", json.dumps([probe, *callbacks]), cwd=tmp_path, env=TESTS_ON_PATH,
+        )  # fmt: skip
+        reports = {n: json.loads((tmp_path / probe_dir / f"rank{n}.json").read_text()) for n in (0, 1)}
+        return r, reports
+
+    r, reports = ddp("dp", "probe")
     assert r.code == 0, r
     assert "terminate called" not in r.err, r.err[-3000:]  # no rank aborts at exit
-    reports = {n: json.loads((tmp_path / "probe" / f"rank{n}.json").read_text()) for n in (0, 1)}
+    assert "DDP over 2 processes: 2 x 4 sequences per step (8 in all" in r.out  # said once, at the start
     assert all(rep["world_size"] == 2 for rep in reports.values())
+    assert [reports[n]["seed"] for n in (0, 1)] == [1337, 1338]  # seed + rank: different dropout masks
     # each rank drew its own batches, continuing its stream from step 10
     for rank, rep in reports.items():
-        assert rep["batches"] == expected_batches(text_file, rank, 10, 10), rank
+        assert rep["batches"] == expected_batches(text_file, rank, 10, 20), rank
     assert not set(reports[0]["batches"]) & set(reports[1]["batches"])
-    # the bundle was written by rank zero only, once (at the validation of step 20)
-    assert reports[0]["saves"] == [20] and reports[1]["saves"] == []
+    # the bundle was written by rank zero only (at the validations of steps 20 and 30)
+    assert reports[0]["saves"] == [20, 30] and reports[1]["saves"] == []
     assert sorted(os.listdir(path)) == single_files  # the same format
     assert (path / bundle.CONFIG_FILE).read_bytes() == config_before
-    assert assert_consistent_bundle(path) == 20
+    assert assert_consistent_bundle(path) == 30
     assert not [p for p in Path("checkpoints").iterdir() if p.name.startswith(".")]
 
-    r = mypt("fit", "--ckpt_path", "checkpoints/dp", "--trainer.max_steps", "25")  # and back to one process
+    stop = {"class_path": "test_distributed.SigtermToRankZero", "init_args": {"at_step": 13}}
+    r, first = ddp("stopped", "probe_first", stop)
+    assert r.code == 128 + signal.SIGTERM and "stopped by SIGTERM at step 20" in r.err, r
+    r, second = ddp("stopped", "probe_second")
     assert r.code == 0, r
-    assert assert_consistent_bundle(path) == 25
+    for rank in (0, 1):
+        assert first[rank]["losses"] + second[rank]["losses"] == reports[rank]["losses"], rank
+    stopped = Path("checkpoints/stopped")
+    assert bundle.load_model_state(stopped).keys() == bundle.load_model_state(path).keys()
+    for key, value in bundle.load_model_state(path).items():
+        assert torch.equal(bundle.load_model_state(stopped)[key], value), key
+    rng = [bundle.load_optimizer_state(d)["callbacks"] for d in (path, stopped)]
+    assert len(next(iter(rng[0].values()))["rng_per_rank"]) == 2  # each rank's own states
+
+    r = mypt("fit", "--ckpt_path", "checkpoints/dp", "--trainer.max_steps", "35")  # and back to one process
+    assert r.code == 0, r
+    assert assert_consistent_bundle(path) == 35
     history = json.loads((path / bundle.TRAINING_STATE_FILE).read_text())["history"]
     assert [(h["start_step"], h["end_step"], h["world_size"]) for h in history] == [
         (0, 10, 1),
-        (10, 20, 2),
-        (20, 25, 1),
+        (10, 30, 2),
+        (30, 35, 1),
     ]
+
+    # predict over 2 processes prints each sample once, in order: what one process prints
+    prompts = ["--data.prompts", '["Nel", "Amor", "Per"]']
+    one = mypt("predict", "--ckpt_path", "checkpoints/dp", *prompts, "--trainer.enable_progress_bar", "false")
+    assert one.code == 0, one
+    r = run_mypt_subprocess(
+        "predict", "--ckpt_path", "checkpoints/dp", *prompts, "--trainer.enable_progress_bar", "false",
+        "--trainer.strategy", "ddp", "--trainer.devices", "2", "--trainer.accelerator", "cpu", cwd=tmp_path,
+    )  # fmt: skip
+    assert r.code == 0, r
+    assert one.out.startswith("Nel") and r.out == one.out, (r.out, one.out)
 
 
 def test_disk_full_on_rank_zero_stops_every_rank_with_one_reason(text_file, tmp_path):
@@ -196,16 +279,22 @@ def test_fsdp_bundle_is_whole_matches_ddp_and_resumes_either_way(mypt, text_file
     ]  # fmt: skip
     for strategy in ("ddp", "fsdp"):
         shutil.copytree("checkpoints/base", f"checkpoints/{strategy}")
+        probe = {
+            "class_path": "test_distributed.StrategyProbe",
+            "init_args": {"out_dir": str(tmp_path / f"probe_{strategy}")},
+        }
         r = run_mypt_subprocess(
-            "fit",
-            "--ckpt_path",
-            f"checkpoints/{strategy}",
-            "--trainer.strategy",
-            strategy,
-            *common,
-            cwd=tmp_path,
-        )
+            "fit", "--ckpt_path", f"checkpoints/{strategy}", "--trainer.strategy", strategy, *common,
+            "--trainer.callbacks", json.dumps([probe]), cwd=tmp_path, env=TESTS_ON_PATH,
+        )  # fmt: skip
         assert r.code == 0, r
+    # FLOPs per token (MFU) are those of the whole model, counted before FSDP wrapped it; the `fsdp`
+    # alias makes each Block its own FSDP unit (2 Blocks + the root)
+    whole = bundle.build_model(Path("checkpoints/base"), bundle.load_config(Path("checkpoints/base")))
+    for rank in (0, 1):
+        report = json.loads((tmp_path / "probe_fsdp" / f"strategy{rank}.json").read_text())
+        assert report["flops_per_token"] == whole.flops_per_token() > report["recount"], report
+        assert report["fsdp_units"] == 3, report
     ddp, fsdp = Path("checkpoints/ddp"), Path("checkpoints/fsdp")
     assert sorted(os.listdir(fsdp)) == sorted(os.listdir(ddp))
     assert assert_consistent_bundle(fsdp) == 20

@@ -106,8 +106,18 @@ class BundleCheckpointIO(CheckpointIO):
         shutil.rmtree(path, ignore_errors=True)
 
 
-def capture_rng() -> dict:
-    """RNG states as tensors and plain containers (safe for weights_only loading)."""
+def seed_rank(seed: int, rank: int) -> None:
+    """Seed this process's generators with seed + rank (as nanoGPT does), so that data-parallel ranks
+    draw different dropout masks. Called once the model exists: every rank built the same initial
+    weights from the run's seed."""
+    torch.manual_seed(seed + rank)  # every CUDA device's generator too
+    np.random.seed((seed + rank) % 2**32)
+    random.seed(seed + rank)
+
+
+def capture_rng(device: torch.device | None = None) -> dict:
+    """This process's RNG states, as tensors and plain containers (safe for weights_only loading):
+    the CPU generators, and the generator of the CUDA device it trains on."""
     np_state = np.random.get_state()
     state = {
         "torch": torch.get_rng_state(),
@@ -115,12 +125,14 @@ def capture_rng() -> dict:
                   "has_gauss": int(np_state[3]), "cached_gaussian": float(np_state[4])},
         "python": random.getstate(),
     }  # fmt: skip
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+    if device is not None and device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
     return state
 
 
-def restore_rng(state: dict) -> None:
+def restore_rng(state: dict, device: torch.device | None = None) -> None:
+    """Put back a state from capture_rng; its CUDA state goes to the device this process trains on
+    now, which may be another index than the one it was saved from."""
     torch.set_rng_state(state["torch"].cpu())
     n = state["numpy"]
     np.random.set_state(
@@ -128,8 +140,11 @@ def restore_rng(state: dict) -> None:
     )
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
-    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    cuda = state.get("cuda")
+    if isinstance(cuda, list):  # older bundles: every device's generator, as rank zero saw them
+        cuda = cuda[device.index or 0] if device is not None and (device.index or 0) < len(cuda) else None
+    if cuda is not None and device is not None and device.type == "cuda":
+        torch.cuda.set_rng_state(cuda.cpu(), device)
 
 
 def _now() -> str:
@@ -171,6 +186,8 @@ class BundleCheckpoint(Callback):
         self.last_val_loss: float | None = None
         self.last_val_bpb: float | None = None
         self.guard = guard if guard is not None else RunGuard(self.dirpath)
+        self._device: torch.device | None = None  # this rank's device, rank and world size (setup)
+        self._rank, self._world_size = 0, 1
 
     # -- Lightning state --------------------------------------------------------------------
 
@@ -178,15 +195,30 @@ class BundleCheckpoint(Callback):
         check_strategy(trainer.strategy)
         if not isinstance(trainer.strategy.checkpoint_io, BundleCheckpointIO):
             trainer.strategy.checkpoint_io = BundleCheckpointIO()
+        self._device, self._rank = trainer.strategy.root_device, trainer.global_rank
+        self._world_size = trainer.world_size
+        if stage == "fit" and "PL_GLOBAL_SEED" in os.environ:
+            seed_rank(int(os.environ["PL_GLOBAL_SEED"]), trainer.global_rank)  # a resume then restores
         if stage == "fit" and trainer.world_size > 1 and torch.distributed.is_initialized():
             check_ranks_agree(trainer, self.resume_step, self.dirpath.parent)
 
     def state_dict(self) -> dict:
-        return {"rng": capture_rng()}
+        """Every rank's own RNG states, gathered into the checkpoint rank zero writes (every rank
+        builds the checkpoint, so the gathering is a collective they all reach)."""
+        own = capture_rng(self._device)
+        if self._world_size == 1 or not torch.distributed.is_initialized():
+            return {"rng_per_rank": [own]}
+        states: list[dict | None] = [None] * self._world_size
+        torch.distributed.all_gather_object(states, own)
+        return {"rng_per_rank": states}
 
     def load_state_dict(self, state_dict: dict) -> None:
-        if "rng" in state_dict:
-            restore_rng(state_dict["rng"])
+        """Each rank takes back its own states. A rank the saved run did not have (more processes now)
+        keeps the generators seed_rank gave it; bundles from before per-rank states hold rank zero's
+        states alone, under "rng"."""
+        states = state_dict.get("rng_per_rank", [state_dict["rng"]] if "rng" in state_dict else [])
+        if self._rank < len(states):
+            restore_rng(states[self._rank], self._device)
 
     def on_load_checkpoint(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict

@@ -250,4 +250,5 @@ class TextDataModule(pl.LightningDataModule):
         return self.val_dataloader()
 
     def predict_dataloader(self) -> DataLoader:
-        return DataLoader(self.prompts or ["\n"], batch_size=None)
+        # (index, prompt): with several ranks each gets some prompts, and the index keeps their order
+        return DataLoader(list(enumerate(self.prompts or ["\n"])), batch_size=None)

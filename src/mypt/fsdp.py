@@ -34,12 +34,16 @@ from torch.distributed.fsdp import (
 from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
 
 from mypt.errors import MyptError
-from mypt.model import GPT
+from mypt.model import GPT, Block
 
 # one device: NO_SHARD, whose state dict is already whole; torch says so at every save
 warnings.filterwarnings("ignore", message=r".*NO_SHARD.*full_state_dict will be returned")
 
-ALIASES = {"fsdp": {}, "fsdp_cpu_offload": {"cpu_offload": True}}
+# Each transformer Block is its own FSDP unit: its whole weights are gathered for its forward and
+# backward only, so a rank's peak holds its shards plus about one Block gathered. With the whole
+# model as one unit (no policy) every weight is gathered at once and FSDP saves little memory.
+WRAP_EACH_BLOCK = {"auto_wrap_policy": {Block}}
+ALIASES = {"fsdp": WRAP_EACH_BLOCK, "fsdp_cpu_offload": {**WRAP_EACH_BLOCK, "cpu_offload": True}}
 
 
 class BundleFSDPStrategy(FSDPStrategy):

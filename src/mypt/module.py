@@ -200,9 +200,11 @@ class GPTModule(pl.LightningModule):
     def on_test_epoch_end(self) -> None:
         self._log_bits_per_byte("test")
 
-    def predict_step(self, prompt: str, batch_idx: int) -> str:
-        """A sample continuing `prompt` (the same function as `mypt generate`, seeded by prompt index)."""
-        return sample(self.model, self.trainer.datamodule.tokenizer, prompt, seed=batch_idx)
+    def predict_step(self, batch: tuple[int, str], batch_idx: int) -> tuple[int, str]:
+        """(index, a sample continuing prompt number `index`): the same function as `mypt generate`,
+        seeded by the prompt's index in the whole list, which on several ranks is not batch_idx."""
+        index, prompt = batch
+        return index, sample(self.model, self.trainer.datamodule.tokenizer, prompt, seed=index)
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
         """Throughput (and MFU on a known GPU) over the steps since the last logged step."""

@@ -16,6 +16,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import lightning.pytorch as pl
 import torch
 from lightning.pytorch.accelerators import Accelerator, CUDAAccelerator
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, ProgressBar
@@ -293,6 +294,10 @@ class MyptCLI(LightningCLI):
         has_bar = any(isinstance(c, ProgressBar) for c in callbacks)  # Lightning accepts only one
         if cfg.trainer.get("enable_progress_bar") is not False and not has_bar:
             callbacks.append(StepProgressBar())
+        if self.subcommand != "fit" and cfg.trainer.get("devices") in (None, "auto"):
+            # evaluating and sampling need no more than one device; Lightning's "auto" would start a
+            # process per GPU (each printing the same sample). --trainer.devices N still asks for more
+            kwargs["devices"] = 1
         strategy = cfg.trainer.get("strategy")
         if isinstance(strategy, str) and strategy in fsdp.ALIASES:  # FSDP that saves bundles
             kwargs["strategy"] = fsdp.BundleFSDPStrategy(**fsdp.ALIASES[strategy])
@@ -316,6 +321,8 @@ class MyptCLI(LightningCLI):
             print(
                 f"mypt: training a new model; its bundle will be {bundle.bundle_path(cfg.model_name, cfg.checkpoint_dir)}"
             )
+        if self.trainer.world_size > 1:
+            print(world_size_line(self.trainer, self.datamodule.batch_size))
 
     def after_fit(self) -> None:
         guard = next(c for c in self.trainer.callbacks if isinstance(c, RunGuard))
@@ -340,9 +347,31 @@ class MyptCLI(LightningCLI):
             raise SystemExit(128 + guard.stop_signal)
 
     def predict(self, model: GPTModule, datamodule: TextDataModule, **kwargs: Any) -> None:
-        """Lightning's predict, with the samples printed (one per --data.prompts entry)."""
-        for text in self.trainer.predict(model, datamodule=datamodule, **kwargs) or []:
-            print(text)
+        """Lightning's predict, with the samples printed once each, in the order of --data.prompts.
+        On several ranks each samples some prompts (Lightning's sampler repeats one to even them out);
+        rank zero gathers and prints them."""
+        samples = dict(self.trainer.predict(model, datamodule=datamodule, **kwargs) or [])
+        if self.trainer.world_size > 1 and torch.distributed.is_initialized():
+            gathered: list[dict | None] = [None] * self.trainer.world_size
+            torch.distributed.all_gather_object(gathered, samples)
+            samples = {index: text for part in gathered for index, text in (part or {}).items()}
+        if self.trainer.is_global_zero:
+            for _, text in sorted(samples.items()):
+                print(text)
+
+
+def world_size_line(trainer: pl.Trainer, batch_size: int) -> str:
+    """ "DDP over 4 GPUs: 4 x 32 sequences per step (128 in all)": Lightning starts a process per device
+    it is given ("auto": every GPU), and each draws its own batch, so the global batch grows with the
+    number of processes while the learning-rate schedule, counted in steps, stays the same."""
+    strategy = type(trainer.strategy).__name__.removesuffix("Strategy").removeprefix("Bundle")
+    kind = "GPUs" if isinstance(trainer.accelerator, CUDAAccelerator) else "processes"
+    nodes = f" on {trainer.num_nodes} machines" if trainer.num_nodes > 1 else ""
+    per_step = batch_size * trainer.accumulate_grad_batches
+    return (
+        f"{strategy} over {trainer.world_size} {kind}{nodes}: {trainer.world_size} x {per_step} sequences "
+        f"per step ({trainer.world_size * per_step} in all; --trainer.devices sets the number)"
+    )
 
 
 def use_tensor_cores(accelerator: Accelerator) -> None:
