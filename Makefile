@@ -6,8 +6,10 @@ MYPT := $(VENV)/bin/mypt
 # the CPU wheel on this project's machines; on a GPU box pip picks the CUDA build of the same release
 TORCH_VERSION ?= 2.13.0
 # The main job trains configs/dante.yaml (the design note's model) where a GPU is present; on a
-# CPU-only machine it trains configs/dante_cpu.yaml, which finishes in minutes. CONFIG=... overrides.
+# CPU-only machine it trains configs/dante_cpu.yaml, which finishes in minutes. CONFIG=... overrides;
+# ARGS=... adds mypt fit options (e.g. ARGS="--trainer.max_steps 300").
 CONFIG ?=
+ARGS ?=
 SHARED_DATA ?= ../shared/data
 
 .PHONY: install test fit tensorboard bench bench-gpu stress lint clean data
@@ -40,7 +42,7 @@ fit: install data
 	    config=configs/dante_cpu.yaml; echo "no GPU: training $$config (make fit CONFIG=configs/dante.yaml for the full model)"; \
 	  fi; \
 	fi; \
-	$(MYPT) fit --config $$config
+	$(MYPT) fit --config $$config $(ARGS)
 
 tensorboard: install
 	$(VENV)/bin/tensorboard --logdir logs

@@ -13,11 +13,17 @@ from mypt.tokenizer import Tokenizer
 
 
 def generation_speed(
-    config: GPTConfig, tokenizer: Tokenizer, new_tokens: int, repeats: int, use_cache: bool = True
+    config: GPTConfig,
+    tokenizer: Tokenizer,
+    new_tokens: int,
+    repeats: int,
+    use_cache: bool = True,
+    device: str = "cpu",
 ) -> dict:
-    """Tokens per second of sample() from a one-token prompt, median of `repeats` runs."""
+    """Tokens per second of sample() from a one-token prompt, median of `repeats` runs (sample returns
+    text, so each run ends when the device has finished)."""
     torch.manual_seed(0)
-    model = GPT(config).eval()
+    model = GPT(config).to(device).eval()
     prompt = tokenizer.decode([1])
     times = []
     for seed in range(repeats):
