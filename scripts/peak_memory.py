@@ -27,7 +27,7 @@ class PeakMemory(pl.Callback):
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         peak = torch.cuda.max_memory_allocated() / 2**30
-        peaks = trainer.strategy.all_gather(torch.tensor(peak, device=pl_module.device))
+        peaks = trainer.strategy.all_gather(torch.tensor(peak, device=pl_module.device)).reshape(-1)
         if trainer.is_global_zero:
             self.out_file.write_text(
                 json.dumps({str(rank): round(float(p), 3) for rank, p in enumerate(peaks)})

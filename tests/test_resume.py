@@ -12,6 +12,7 @@ import torch
 from conftest import TINY, dante_text
 
 from mypt import bundle
+from mypt.checkpointing import BundleCheckpoint, capture_rng
 
 
 def _state(name: str = "tiny") -> dict:
@@ -214,3 +215,30 @@ def test_resume_from_another_folder_finds_the_text_and_says_when_it_changed(mypt
     assert r.code == 0, r
     assert "the text changed since the bundle was saved" in r.out, r.out
     assert bundle.load_training_state(project / "checkpoints/rel")["step"] == 20
+
+
+def test_each_rank_takes_back_its_own_rng_states_and_older_bundles_still_restore():
+    """optimizer.pt holds one RNG state per rank (rng_per_rank); bundles from before hold rank zero's
+    alone (rng). A rank the saved run did not have keeps the generators it was seeded with."""
+    torch.manual_seed(5)
+    states = [capture_rng()]
+    after = torch.rand(3)
+    torch.manual_seed(6)
+    states.append(capture_rng())
+    after_rank1 = torch.rand(3)
+    saver = BundleCheckpoint("checkpoints/x")
+    for saved, rank, expected in (
+        ({"rng_per_rank": states}, 0, after),
+        ({"rng_per_rank": states}, 1, after_rank1),
+        ({"rng": states[0]}, 0, after),  # an older bundle
+    ):
+        torch.manual_seed(7)
+        saver._rank = rank  # as setup() records it
+        saver.load_state_dict(saved)
+        assert torch.equal(torch.rand(3), expected), (saved.keys(), rank)
+    torch.manual_seed(7)
+    own = torch.rand(3)
+    torch.manual_seed(7)
+    saver._rank = 2  # a third process now: nothing saved for it
+    saver.load_state_dict({"rng_per_rank": states})
+    assert torch.equal(torch.rand(3), own)
