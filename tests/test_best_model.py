@@ -186,6 +186,7 @@ def test_list_inspect_generate_and_export_know_the_best(overfit, mypt, tmp_path)
     r = mypt("inspect", "over")
     assert r.code == 0, r
     assert f"Best model: step {best['step']}, val loss {best['val_loss']:.4f}" in r.out
+    assert "  best/model.pt " in r.out and "  best/best.json " in r.out
     risen = state["val_loss"] - best["val_loss"]
     assert f"val loss has risen {risen:.4f} since step {best['step']}: overfitting" in r.out
 

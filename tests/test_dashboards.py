@@ -72,7 +72,7 @@ def test_scalars_text_samples_and_hparams(mypt, text_file):
     assert hparams["learning_rate"].number_value == 1e-3 and hparams["max_steps"].number_value == 20
     assert hparams["tokenizer"].string_value == "char"
     experiment = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"]).experiment
-    assert {m.name.tag for m in experiment.metric_infos} == {"val/loss", "train/loss"}
+    assert {m.name.tag for m in experiment.metric_infos} == {"val/loss", "val/bpb", "train/loss"}
 
 
 def test_resumed_run_continues_its_curves(mypt, text_file):

@@ -658,7 +658,8 @@ def file_sizes(path: Path) -> dict[str, int]:
 def get_model_info(name_or_path: str | os.PathLike, root: str | os.PathLike = DEFAULT_ROOT) -> dict:
     """Everything a person wants to know about a bundle, from its JSON files alone (fast for any size):
     `config`, `tokenizer`, `training_state`, `files` (name -> bytes), `path`, `num_params`, and
-    `best`: the best model's best.json (`step`, `val_loss`, `val_bpb`, `run`, ...) and `path`, or None.
+    `best`: the best model's best.json (`step`, `val_loss`, `val_bpb`, `run`, ...), `path` and `files`,
+    or None.
 
     File sizes are checked against the manifest (a stat, no hashing), so a truncated file shows up here."""
     path = resolve_bundle(name_or_path, root)
@@ -668,6 +669,9 @@ def get_model_info(name_or_path: str | os.PathLike, root: str | os.PathLike = DE
     summary = {"token_kind": tokenizer.kind}
     if tokenizer.kind == "char":
         summary["vocab_size"] = tokenizer.vocab_size
+    best = read_best(path, warn=True)
+    if best is not None:
+        best["files"] = file_sizes(path / BEST_DIR)
     return {
         "name": path.name,
         "path": str(path),
@@ -676,7 +680,7 @@ def get_model_info(name_or_path: str | os.PathLike, root: str | os.PathLike = DE
         "training_state": load_training_state(path),
         "files": file_sizes(path),
         "num_params": count_params(gpt_config(config, path / CONFIG_FILE)),
-        "best": read_best(path, warn=True),
+        "best": best,
     }
 
 

@@ -5,8 +5,8 @@ tokens_per_sec, mfu, and grad_norm, which clipping computes):
 
 - a text sample from a fixed prompt and seed at every validation (TensorBoard's Text tab), so the
   same prompt shows the model learning step after step;
-- the architecture and training settings as HParams, with `val/loss` and `train/loss` as the
-  metrics, so `tensorboard --logdir logs` compares models in the HParams tab.
+- the architecture and training settings as HParams, with `val/loss`, `val/bpb` and `train/loss`
+  as the metrics, so `tensorboard --logdir logs` compares models in the HParams tab.
 
 `StepProgressBar` counts optimizer steps toward max_steps (a resumed run shows 1000/2000, not 0/1000)
 with loss, tokens/s and the time left.
@@ -29,7 +29,7 @@ from mypt.sampling import DEFAULT_MAX_NEW_TOKENS, DEFAULT_PROMPT, DEFAULT_TEMPER
 
 SAMPLE_TAG = "samples"
 # the scalars the HParams tab shows beside each model's settings (their latest values)
-HPARAM_METRICS = ("val/loss", "train/loss")
+HPARAM_METRICS = ("val/loss", "val/bpb", "train/loss")  # bpb: compares models across tokenizers
 TRAINING = ("learning_rate", "min_lr_ratio", "warmup_steps", "weight_decay", "beta1", "beta2", "init_from")
 
 

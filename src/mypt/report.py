@@ -59,6 +59,8 @@ def format_info(info: dict) -> str:
     lines += ["", "=== FILES ==="]
     lines.append(f"Parameters: {info['num_params'] / 1e6:.2f}M")
     lines += [f"  {name:<20} {human_bytes(size):>10}" for name, size in info["files"].items()]
+    best_files = (info.get("best") or {}).get("files", {})
+    lines += [f"  {'best/' + name:<20} {human_bytes(size):>10}" for name, size in best_files.items()]
     return "\n".join(lines)
 
 
