@@ -115,10 +115,18 @@ def test_bad_input_file(mypt, saved, tmp_path, case, how):
     assert snapshot() == before
 
 
-def test_text_with_characters_outside_the_saved_vocabulary(mypt, saved, tmp_path):
-    path = _write("new_chars.txt", "€" * 5000)(tmp_path)
+@pytest.mark.parametrize("how", ["resume", "fine_tune"])
+def test_text_with_characters_outside_the_saved_vocabulary(mypt, saved, tmp_path, how):
+    """Fine-tuning a char model on a text with new characters: the file, each missing character with
+    its count, the model whose vocabulary it is, and what to do instead."""
+    path = _write("new_chars.txt", "Nel mezzo € del cammin ¶¶ di nostra vita ☃☃☃\n" * 200)(tmp_path)
     before = snapshot()
-    assert_one_error_line(mypt(*FIT, "--data.input_file", path), "not in the model's vocabulary")
+    args = FIT if how == "resume" else ("fit", "--model.init_from", "tiny", "--model_name", "child")
+    r = mypt(*args, "--data.input_file", path)
+    assert_one_error_line(r, f"{path} has 3 characters that the char vocabulary of checkpoints/tiny lacks")
+    assert "'☃' (600x), '¶' (400x), '€' (200x)" in r.err, r.err
+    assert "a char vocabulary cannot grow: train a new model" in r.err.lower()
+    assert "--data.tokenizer gpt2" in r.err
     assert snapshot() == before
 
 
@@ -135,6 +143,7 @@ SETTINGS = {
     "learning_rate_negative": (["--model.learning_rate=-1e-3"], "learning_rate must not be negative"),
     "train_split_above_one": (["--data.train_split", "1.5"], "train_split must be between 0 and 1"),
     "max_steps_unset": (["--trainer.max_steps=-1"], "--trainer.max_steps"),
+    "val_check_interval_zero": (["--trainer.val_check_interval", "0"], "val_check_interval must be positive"),
     "n_layer_not_a_number": (["--model.n_layer", "two"], "n_layer"),
     "unknown_tokenizer": (["--data.tokenizer", "bpe"], "unknown tokenizer 'bpe'"),
     "unknown_flag": (["--model.n_layers", "2"], "n_layers"),
@@ -149,6 +158,9 @@ SETTINGS = {
     "deepspeed_not_installed": (["--trainer.strategy", "deepspeed"], "DeepSpeed installed"),
     "devices_zero": (["--trainer.devices", "0"], "devices"),
     "accelerator_without_its_package": (["--trainer.accelerator", "tpu"], "torch_xla"),
+    **({"gpu_on_a_pytorch_without_cuda": (
+        ["--trainer.accelerator", "gpu"], "is built without CUDA (torch.version.cuda is None). `make install`"
+    )} if torch.version.cuda is None else {}),
     "model_name_with_separator": (["--model_name", "runs/tiny"], "invalid model name"),
     "model_name_dot_dot": (["--model_name", ".."], "invalid model name"),
     "model_name_escaping": (["--model_name", "../escape"], "invalid model name"),

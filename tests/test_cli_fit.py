@@ -10,6 +10,7 @@ import lightning.pytorch as pl
 import torch
 from conftest import TINY, run_mypt_subprocess
 from lightning.pytorch.accelerators import CPUAccelerator
+from tensorboard.backend.event_processing.plugin_event_accumulator import EventAccumulator
 
 from mypt import bundle
 from mypt.train_cli import MyptCLI, world_size_line
@@ -56,13 +57,52 @@ def test_console_entry_point_runs_and_errors_are_one_line(tmp_path, text_file):
         "fit", *TINY, "--data.input_file", text_file, "--trainer.max_steps", "3", cwd=tmp_path
     )
     assert r.code == 0, r
-    assert (tmp_path / "checkpoints" / "model" / "model.pt").is_file()
+    assert "mypt: model name dante (from --data.input_file" in r.out  # dante.txt: no --model_name
+    assert (tmp_path / "checkpoints" / "dante" / "model.pt").is_file()
     r = run_mypt_subprocess("fit", *TINY, "--data.input_file", tmp_path / "missing.txt", "--model_name", "other",
                             cwd=tmp_path)  # fmt: skip
     assert r.code != 0 and "Traceback" not in r.err
     assert r.err.strip().splitlines() == [
         f"mypt: error: input file {tmp_path / 'missing.txt'} does not exist"
     ]
+
+
+def _logged_steps(folder: str, tag: str) -> list[int]:
+    events = EventAccumulator(folder, size_guidance={"tensors": 0})
+    events.Reload()
+    return [e.step for e in events.Tensors(tag)] if tag in events.Tags()["tensors"] else []
+
+
+def test_a_second_text_a_finished_model_and_a_restart(mypt, text_file, tmp_path):
+    """The default model name comes from the text (not `model`, which the first text took); a model
+    at max_steps ends in one line without training; --restart sets the old logs aside with the old
+    bundle, so no step is logged twice; log_every_n_steps 0 (Lightning's "no logging") trains."""
+    other = tmp_path / "notes.txt"
+    other.write_text(text_file.read_text(encoding="utf-8")[::-1], encoding="utf-8")
+    r = mypt("fit", *TINY, "--data.input_file", other, "--trainer.max_steps", "4",
+             "--trainer.log_every_n_steps", "1")  # fmt: skip
+    assert r.code == 0, r
+    assert "model name notes" in r.out and bundle.is_bundle(Path("checkpoints/notes"))
+    assert _logged_steps("logs/notes", "train/loss") == [0, 1, 2, 3]
+
+    before = {p.name: p.read_bytes() for p in Path("checkpoints/notes").iterdir()}
+    r = mypt("fit", *TINY, "--data.input_file", other, "--trainer.max_steps", "4")
+    assert r.code == 0, r
+    assert r.out.strip().splitlines()[-1] == (
+        "mypt: checkpoints/notes is already at step 4 of --trainer.max_steps 4: nothing to train "
+        "(raise --trainer.max_steps to continue it, or give another --model_name)"
+    ), r
+    assert "Resuming" not in r.out  # fit never started
+    assert {p.name: p.read_bytes() for p in Path("checkpoints/notes").iterdir()} == before
+
+    r = mypt("fit", *TINY, "--data.input_file", other, "--trainer.max_steps", "4", "--trainer.log_every_n_steps",
+             "0", "--restart", "true")  # fmt: skip
+    assert r.code == 0, r
+    assert "mypt: the old TensorBoard logs of notes are kept at logs/notes.replaced-" in r.err, r
+    assert len(list(Path("checkpoints").glob("notes.replaced-*"))) == 1
+    (old_logs,) = Path("logs").glob("notes.replaced-*")
+    assert _logged_steps(str(old_logs), "train/loss") == [0, 1, 2, 3]
+    assert _logged_steps("logs/notes", "train/loss") == []  # the new run logged nothing, as asked
 
 
 class GradNormAtStep(pl.Callback):

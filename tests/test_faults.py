@@ -187,6 +187,7 @@ def test_inf_loss_in_a_new_run_saves_nothing(mypt, text_file, monkeypatch):
     line = _one_error_line(r.err)
     assert r.code != 0 and "loss became inf at step 3" in line and "no bundle was saved" in line, r
     assert not Path("checkpoints/fresh").exists()
+    assert not Path("logs/fresh").exists()  # no curves of a model that was never saved
 
 
 def test_weights_that_turn_nan_at_a_save_step_are_never_saved(mypt, text_file, monkeypatch):

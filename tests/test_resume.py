@@ -161,13 +161,24 @@ def test_exact_resume_matches_an_uninterrupted_run(mypt, text_file, monkeypatch)
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_validate_a_bundle(mypt, text_file):
+def _loss_in_table(out: str, key: str) -> float:
+    """The value Lightning's results table prints for `key` (e.g. `│ val/loss │ 3.9876... │`)."""
+    row = next(line for line in out.splitlines() if f" {key} " in line)
+    return float(row.replace("│", " ").replace("|", " ").split()[-1])
+
+
+def test_validate_and_test_a_bundle_by_name(mypt, text_file):
     assert _fit(mypt, text_file, "--trainer.max_steps", "10").code == 0
     saved = _state()["val_loss"]
-    r = mypt("validate", "--ckpt_path", "checkpoints/tiny", "--trainer.enable_progress_bar", "false")
+    r = mypt("validate", "tiny", "--trainer.enable_progress_bar", "false")
     assert r.code == 0, r
-    assert f"{saved:.4f}"[:5] in r.out  # the same windows give the same validation loss
-    assert _state()["step"] == 10  # validating does not rewrite the bundle
+    # the same windows give the same validation loss
+    assert _loss_in_table(r.out, "val/loss") == pytest.approx(saved, rel=1e-5), r.out
+    r = mypt("test", "tiny", "--trainer.enable_progress_bar", "false")
+    assert r.code == 0, r
+    assert "mypt: test evaluates the validation split" in r.out
+    assert _loss_in_table(r.out, "test/loss") == pytest.approx(saved, rel=1e-5), r.out
+    assert _state()["step"] == 10  # evaluating does not rewrite the bundle
 
 
 def test_a_folder_that_is_not_a_bundle_is_never_replaced(mypt, text_file):

@@ -75,6 +75,21 @@ def validate_model_name(name: str) -> str:
     return name
 
 
+def model_name_for(input_file: str | os.PathLike | list | None) -> str:
+    """The model name a run gets when none is given: its text's file stem, or its folder's name
+    (`data/dante.txt` -> `dante`; the first one of a list), so that a second text does not resume
+    the first one's model."""
+    first = input_file[0] if isinstance(input_file, (list, tuple)) and input_file else input_file
+    if not first or not isinstance(first, (str, os.PathLike)):
+        return "model"
+    path = Path(first)
+    for candidate in (path.name if path.is_dir() else path.stem, path.parent.name):
+        name = re.sub(r"[^A-Za-z0-9_.\-]+", "_", candidate).strip("._-")
+        if name and _MODEL_NAME.match(name):
+            return name
+    return "model"
+
+
 def bundle_path(model_name: str, root: str | os.PathLike = DEFAULT_ROOT) -> Path:
     return Path(root) / validate_model_name(model_name)
 

@@ -23,6 +23,13 @@ TRAINING_SUBCOMMANDS = ("fit", "validate", "test", "predict")
 BEST_HELP = (
     "the bundle's best model (lowest val loss, kept in its best/ folder) instead of its latest weights"
 )
+EVALUATING_SUBCOMMANDS = ("validate", "test", "predict")
+TRAINING_HELP = {
+    "fit": "train a model, or resume one (see `mypt fit --help`)",
+    "validate": "NAME: the validation loss of a bundle",
+    "test": "NAME: the loss of a bundle on the validation split (mypt keeps no separate test split)",
+    "predict": "NAME: samples from a bundle, one per --data.prompts entry",
+}
 
 
 def _inspect(args: argparse.Namespace) -> None:
@@ -78,45 +85,78 @@ def _generate(args: argparse.Namespace) -> None:
     print(sample(model, tokenizer, args.prompt, args.max_new_tokens, args.temperature, args.top_k, args.seed))
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Every option with its description and default (a newline prompt shown as '\\n')."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if "(default" in (action.help or ""):
+            return action.help
+        if action.default == DEFAULT_PROMPT:
+            return f"{action.help} (default: '\\n')"
+        return super()._get_help_string(action)
+
+
 def _reader_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mypt", description="Train small GPTs on your own text.")
+    parser = argparse.ArgumentParser(
+        prog="mypt", description="Train small GPTs on your own text.", formatter_class=_HelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     for name in TRAINING_SUBCOMMANDS:
-        sub.add_parser(name, help=f"{name} with LightningCLI (see `mypt {name} --help`)", add_help=False)
+        sub.add_parser(name, help=TRAINING_HELP[name], add_help=False)
 
-    p = sub.add_parser("inspect", help="show a bundle's config, tokenizer and training state")
-    p.add_argument(
-        "bundle", nargs="+", help="a bundle folder or a model name under --checkpoint_dir; two to compare"
-    )
+    def command(name: str, description: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=description, description=description, formatter_class=_HelpFormatter)
+
+    where = "folder of the bundles a model name is looked up in"
+    bundle_help = "a bundle folder, or a model name under --checkpoint_dir"
+    p = command("inspect", "show a bundle's config, tokenizer and training state; two bundles side by side")
+    p.add_argument("bundle", nargs="+", help=f"{bundle_help}; two to compare")
     p.add_argument("--json", action="store_true", help="print one JSON object (a list of two when comparing)")
-    p.add_argument("--checkpoint_dir", default=DEFAULT_ROOT)
+    p.add_argument("--checkpoint_dir", default=DEFAULT_ROOT, help=where)
     p.set_defaults(func=_inspect)
 
-    p = sub.add_parser("list", help="one line per model under --checkpoint_dir")
+    p = command("list", "one line per model under --checkpoint_dir")
     p.add_argument("--json", action="store_true", help="print a JSON list")
-    p.add_argument("--checkpoint_dir", default=DEFAULT_ROOT)
+    p.add_argument("--checkpoint_dir", default=DEFAULT_ROOT, help="folder whose bundles are listed")
     p.set_defaults(func=_list)
 
-    p = sub.add_parser("export", help="write a bundle in another format (hf: a transformers GPT-2 folder)")
-    p.add_argument("bundle", help="a bundle folder, or a model name under --checkpoint_dir")
+    p = command("export", "write a bundle in another format (hf: a transformers GPT-2 folder)")
+    p.add_argument("bundle", help=bundle_help)
     p.add_argument("out", help="the folder to create")
     p.add_argument("--format", choices=["hf"], default="hf", help="hf: transformers GPT2LMHeadModel")
     p.add_argument("--best", action="store_true", help=BEST_HELP)
-    p.add_argument("--checkpoint_dir", default=DEFAULT_ROOT)
+    p.add_argument("--checkpoint_dir", default=DEFAULT_ROOT, help=where)
     p.set_defaults(func=_export)
 
-    p = sub.add_parser("generate", help="sample text from a bundle")
-    p.add_argument("bundle", help="a bundle folder, or a model name under --checkpoint_dir")
-    p.add_argument("--prompt", default=DEFAULT_PROMPT)
-    p.add_argument("--max_new_tokens", type=int, default=DEFAULT_MAX_NEW_TOKENS)
-    p.add_argument("--temperature", type=float, default=DEFAULT_TEMPERATURE)
-    p.add_argument("--top_k", type=int, default=DEFAULT_TOP_K)
-    p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--device", default="cpu", help="cpu, cuda, mps (default cpu)")
+    p = command("generate", "sample text from a bundle")
+    p.add_argument("bundle", help=bundle_help)
+    p.add_argument("--prompt", default=DEFAULT_PROMPT, help="text the sample continues")
+    p.add_argument(
+        "--max_new_tokens", type=int, default=DEFAULT_MAX_NEW_TOKENS, help="tokens to sample after the prompt"
+    )
+    p.add_argument(
+        "--temperature", type=float, default=DEFAULT_TEMPERATURE,
+        help="below 1 sharper, above 1 more varied; 0 always takes the most likely token",
+    )  # fmt: skip
+    p.add_argument(
+        "--top_k", type=int, default=DEFAULT_TOP_K, help="sample from the k most likely tokens only"
+    )
+    p.add_argument(
+        "--seed", type=int, default=None, help="the same seed gives the same text (default: random)"
+    )
+    p.add_argument("--device", default="cpu", help="cpu, cuda or mps")
     p.add_argument("--best", action="store_true", help=BEST_HELP)
-    p.add_argument("--checkpoint_dir", default=DEFAULT_ROOT)
+    p.add_argument("--checkpoint_dir", default=DEFAULT_ROOT, help=where)
     p.set_defaults(func=_generate)
     return parser
+
+
+def _name_as_ckpt_path(argv: list[str]) -> list[str]:
+    """`mypt validate NAME` as `generate` and `inspect` take it: LightningCLI's subcommands take
+    options only, so a bundle named first is passed on as --ckpt_path NAME."""
+    if argv[0] in EVALUATING_SUBCOMMANDS and len(argv) > 1 and not argv[1].startswith("-"):
+        return [argv[0], "--ckpt_path", argv[1], *argv[2:]]
+    return argv
 
 
 def _fail(message: str) -> int:
@@ -129,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     debug = os.environ.get("MYPT_DEBUG", "") not in ("", "0")
     try:
         if argv and argv[0] in TRAINING_SUBCOMMANDS:
-            return _train(argv, debug)
+            return _train(_name_as_ckpt_path(argv), debug)
         parser = _reader_parser()
         args = parser.parse_args(argv)
         args.func(args)

@@ -14,9 +14,10 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from mypt.bundle import read_json
 from mypt.errors import MyptError
-from mypt.token_cache import TokenCache, load_tokens
-from mypt.tokenizer import TOKENIZER_KINDS, Tokenizer, tokenizer_from_dict
+from mypt.token_cache import TokenCache, iter_text_chunks, load_tokens
+from mypt.tokenizer import TOKENIZER_KINDS, CharTokenizer, Tokenizer, UnknownCharacter, tokenizer_from_dict
 
+MAX_CHARACTERS_SHOWN = 5  # of the characters a saved vocabulary lacks, the most frequent are named
 _GUTENBERG_START = re.compile(r"^\*\*\* ?START OF (THE|THIS) PROJECT GUTENBERG.*$", re.M | re.I)
 _GUTENBERG_END = re.compile(r"^\*\*\* ?END OF (THE|THIS) PROJECT GUTENBERG.*$", re.M | re.I)
 
@@ -159,7 +160,10 @@ class TextDataModule(pl.LightningDataModule):
             self._check_settings()
             self.prepare_data()
             saved = self._saved_tokenizer()
-            self._cache = load_tokens(self.input_file, self.tokenizer_kind, saved, self.cache_dir)
+            try:
+                self._cache = load_tokens(self.input_file, self.tokenizer_kind, saved, self.cache_dir)
+            except UnknownCharacter:
+                raise self._outside_the_vocabulary(saved) from None
             n = len(self._cache.tokens)
             need = self.block_size + 1
             n_train = int(n * self.train_split)
@@ -169,6 +173,19 @@ class TextDataModule(pl.LightningDataModule):
                     f"(each of the train and validation splits needs at least {need} tokens)"
                 )
         return self._cache
+
+    def _outside_the_vocabulary(self, tokenizer: CharTokenizer) -> MyptError:
+        """Every character of the text that the saved char vocabulary lacks, and what to do about it."""
+        counts = tokenizer.unknown_characters(iter_text_chunks(Path(self.input_file)))
+        shown = ", ".join(f"{ch!r} ({n}x)" for ch, n in counts.most_common(MAX_CHARACTERS_SHOWN))
+        more = len(counts) - MAX_CHARACTERS_SHOWN
+        parent = Path(self.tokenizer_file).parent
+        return MyptError(
+            f"{self.input_file} has {len(counts)} character{'s' if len(counts) != 1 else ''} that the char "
+            f"vocabulary of {parent} lacks: {shown}{f' and {more} more' if more > 0 else ''}. A char "
+            "vocabulary cannot grow: train a new model on this text (another --model_name, without "
+            "--ckpt_path or --model.init_from), or use a byte-level tokenizer (--data.tokenizer gpt2)"
+        )
 
     def _check_settings(self) -> None:
         if self.tokenizer_kind not in TOKENIZER_KINDS:

@@ -111,9 +111,20 @@ def export_hf(
         if tokenizer.kind == "gpt2":
             gpt2_hf_tokenizer(transformers).save_pretrained(out)
         shutil.copyfile(path / bundle.TOKENIZER_FILE, out / MYPT_TOKENIZER_FILE)
+        _usual_file_modes(out)
     except OSError as e:
         raise MyptError(f"cannot write {out}: {e.strerror or e}") from None
     return out
+
+
+def _usual_file_modes(folder: Path) -> None:
+    """safetensors writes through a private temporary file (mode 0600): give every exported file
+    the mode any new file gets here (0644 under the usual umask 022), readable as the others are."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for file in folder.iterdir():
+        if file.is_file():
+            file.chmod(0o666 & ~umask)
 
 
 def gpt2_hf_tokenizer(transformers: Any) -> Any:

@@ -8,6 +8,8 @@ download at run time.
 from __future__ import annotations
 
 import os
+from collections import Counter
+from collections.abc import Iterable
 from functools import cache
 from typing import Protocol
 
@@ -41,6 +43,14 @@ class Tokenizer(Protocol):
     def token_byte_lengths(self) -> list[int]: ...
 
 
+class UnknownCharacter(MyptError):
+    """A character that a char vocabulary does not have (a char vocabulary cannot grow)."""
+
+    def __init__(self, char: str) -> None:
+        super().__init__(f"character {char!r} is not in the model's vocabulary")
+        self.char = char
+
+
 class CharTokenizer:
     """One token per Unicode character; the vocabulary is the text's sorted unique characters."""
 
@@ -67,7 +77,7 @@ class CharTokenizer:
         try:
             return [self._stoi[ch] for ch in text]
         except KeyError as e:
-            raise MyptError(f"character {e.args[0]!r} is not in the model's vocabulary") from None
+            raise UnknownCharacter(e.args[0]) from None
 
     def encode_array(self, text: str) -> np.ndarray:
         """Vectorised encode for large texts: a lookup table indexed by code point."""
@@ -83,8 +93,17 @@ class CharTokenizer:
         ids[out_of_range] = -1
         if (ids < 0).any():
             bad = chr(int(codes[int(np.argmax(ids < 0))]))
-            raise MyptError(f"character {bad!r} is not in the model's vocabulary")
+            raise UnknownCharacter(bad)
         return ids
+
+    def unknown_characters(self, chunks: Iterable[str]) -> Counter[str]:
+        """How often each character outside the vocabulary occurs in the text."""
+        counts: Counter[str] = Counter()
+        for chunk in chunks:
+            unknown = set(chunk) - self._stoi.keys()
+            if unknown:
+                counts.update(ch for ch in chunk if ch in unknown)
+        return counts
 
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
         return [self.encode(t) for t in texts]

@@ -22,6 +22,7 @@ from lightning.pytorch.accelerators import Accelerator, CUDAAccelerator
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.utilities import rank_zero_only
 
 from mypt import bundle, fsdp
 from mypt.checkpointing import BundleCheckpoint
@@ -89,6 +90,15 @@ class MyptCLI(LightningCLI):
         self.saved_state: dict = {}
         self.saved_config: dict = {}
         self.command_line = list(sys.argv[1:] if args is None else args)
+        self.replace: Path | None = None  # the bundle that --restart sets aside once the run starts
+        self.log_dir: Path | None = None  # logs/<model_name>, when this run created it
+        try:
+            self._init(args, run)
+        except BaseException:
+            self._drop_logs_of_a_model_never_saved()
+            raise
+
+    def _init(self, args: list[str] | None, run: bool) -> None:
         super().__init__(
             GPTModule,
             TextDataModule,
@@ -103,8 +113,10 @@ class MyptCLI(LightningCLI):
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_argument(
-            "--model_name", type=str, default="model", help="Bundle folder name: checkpoints/<model_name>."
-        )
+            "--model_name", type=str | None, default=None,
+            help="Bundle folder name: checkpoints/<model_name> (default: the input file's name without its "
+            "extension, or the input folder's name).",
+        )  # fmt: skip
         parser.add_argument(
             "--checkpoint_dir", type=str, default=bundle.DEFAULT_ROOT, help="Where bundles live."
         )
@@ -140,7 +152,14 @@ class MyptCLI(LightningCLI):
         if subcommand is None:
             return
         cfg = self.config[subcommand]
-        bundle.validate_model_name(cfg.model_name)
+        if cfg.model_name is None and not cfg.get("ckpt_path"):
+            cfg.model_name = bundle.model_name_for(cfg.data.input_file)
+            self._set_defaults(subcommand, {"model_name": cfg.model_name})
+            print(
+                f"mypt: model name {cfg.model_name} (from --data.input_file; --model_name to choose another)"
+            )
+        if cfg.model_name is not None:  # else --ckpt_path's folder names it
+            bundle.validate_model_name(cfg.model_name)
         if subcommand == "fit" and cfg.get("best"):
             raise MyptError(
                 "--best is for validate, test and predict; to train on from a bundle's best weights, "
@@ -173,6 +192,19 @@ class MyptCLI(LightningCLI):
             raise MyptError(f"--early_stopping.patience must not be negative, got {patience}")
         if min_delta < 0:
             raise MyptError(f"--early_stopping.min_delta must not be negative, got {min_delta}")
+        interval = cfg.trainer.val_check_interval
+        if interval is not None and interval <= 0:
+            raise MyptError(
+                f"--trainer.val_check_interval must be positive, got {interval}: it is the number of steps "
+                "between validations (and saves); to validate rarely, give a large one, e.g. max_steps"
+            )
+        step = self.saved_state.get("step", 0)
+        if subcommand == "fit" and source is not None and step >= cfg.trainer.max_steps:
+            print(
+                f"mypt: {source} is already at step {step} of --trainer.max_steps {cfg.trainer.max_steps}: "
+                "nothing to train (raise --trainer.max_steps to continue it, or give another --model_name)"
+            )
+            raise NothingToTrain
 
     def _resume_source(self, subcommand: str, cfg) -> Path | None:
         if cfg.get("ckpt_path"):
@@ -185,11 +217,7 @@ class MyptCLI(LightningCLI):
                 raise MyptError(f"{existing} exists but is not a mypt bundle; choose another --model_name")
             return None
         if cfg.restart:
-            aside = existing.with_name(f"{existing.name}.replaced-{time.strftime('%Y%m%d-%H%M%S')}")
-            shutil.move(existing, aside)
-            print(
-                f"mypt: --restart: the old bundle is kept at {aside}; training a new model", file=sys.stderr
-            )
+            self.replace = existing  # set aside once the text and settings have been checked
             return None
         print(f"mypt: {existing} already holds a model: resuming it (use --restart true to start over)")
         return existing
@@ -253,9 +281,13 @@ class MyptCLI(LightningCLI):
 
     def instantiate_trainer(self, **kwargs: Any) -> Any:
         cfg = self.config[self.subcommand]
+        if self.subcommand == "fit" and self.resume_from is None and rank_zero_only.rank == 0:
+            self._set_aside_the_old_model(cfg.model_name, cfg.checkpoint_dir)
         if self.subcommand != "fit" and cfg.trainer.get("logger") is None:
             kwargs["logger"] = False  # evaluating a bundle must not write into its training curves
         elif cfg.trainer.get("logger") in (None, True):
+            log_dir = Path(LOG_ROOT) / cfg.model_name
+            self.log_dir = None if log_dir.exists() else log_dir
             kwargs["logger"] = TensorBoardLogger(
                 save_dir=LOG_ROOT,
                 name=cfg.model_name,
@@ -301,6 +333,7 @@ class MyptCLI(LightningCLI):
         strategy = cfg.trainer.get("strategy")
         if isinstance(strategy, str) and strategy in fsdp.ALIASES:  # FSDP that saves bundles
             kwargs["strategy"] = fsdp.BundleFSDPStrategy(**fsdp.ALIASES[strategy])
+        _check_accelerator(cfg.trainer.get("accelerator"))
         try:
             trainer = super().instantiate_trainer(callbacks=callbacks, **kwargs)
         except (ValueError, ModuleNotFoundError) as e:  # Lightning's checks of trainer settings, or an
@@ -309,6 +342,38 @@ class MyptCLI(LightningCLI):
         check_strategy(trainer.strategy)  # here, before Lightning starts the other ranks
         use_tensor_cores(trainer.accelerator)
         return trainer
+
+    def _set_aside_the_old_model(self, model_name: str, checkpoint_dir: str) -> None:
+        """A new model starts with its own curves: the old bundle (--restart) and the old logs of the
+        same name are moved aside together, so that no step is logged twice in logs/<model_name>."""
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        if self.replace is not None and bundle.is_bundle(self.replace):
+            aside = self.replace.with_name(f"{self.replace.name}.replaced-{stamp}")
+            shutil.move(self.replace, aside)
+            print(
+                f"mypt: --restart: the old bundle is kept at {aside}; training a new model", file=sys.stderr
+            )
+        logs = Path(LOG_ROOT) / model_name
+        if logs.is_dir() and any(p.is_file() for p in logs.rglob("*")):
+            aside = logs.with_name(f"{logs.name}.replaced-{stamp}")
+            shutil.move(logs, aside)
+            print(f"mypt: the old TensorBoard logs of {model_name} are kept at {aside}", file=sys.stderr)
+
+    def _drop_logs_of_a_model_never_saved(self) -> None:
+        """A run that failed before its model's first save leaves no logs folder behind."""
+        if self.log_dir is None or not self.log_dir.is_dir() or rank_zero_only.rank != 0:
+            return
+        cfg = self.config[self.subcommand]
+        if not bundle.is_bundle(bundle.bundle_path(cfg.model_name, cfg.checkpoint_dir)):
+            shutil.rmtree(self.log_dir, ignore_errors=True)
+
+    def before_test(self) -> None:
+        if self.trainer.is_global_zero:
+            held_out = 1 - self.datamodule.train_split
+            print(
+                f"mypt: test evaluates the validation split (the last {held_out:.0%} of the text, as "
+                "`mypt validate`): mypt keeps no separate test split"
+            )
 
     def before_fit(self) -> None:
         if not self.trainer.is_global_zero:
@@ -389,6 +454,19 @@ def _architecture_defaults(config: dict) -> dict[str, Any]:
     return defaults
 
 
+def _check_accelerator(accelerator: Any) -> None:
+    """A GPU asked of a PyTorch built without CUDA: say so, rather than Lightning's "not available"."""
+    import torch
+
+    if accelerator in ("gpu", "cuda") and torch.version.cuda is None and not torch.cuda.is_available():
+        raise MyptError(
+            f"--trainer.accelerator {accelerator}: the installed PyTorch {torch.__version__} is built without "
+            "CUDA (torch.version.cuda is None). `make install` runs `pip install torch`, which installs the "
+            "CUDA build on Linux from PyPI and the CPU build from a CPU-only index: on a GPU machine, "
+            "reinstall torch from PyPI or pytorch.org's CUDA index; on this one use --trainer.accelerator cpu"
+        )
+
+
 def _parser_keys(parser: LightningArgumentParser) -> set[str]:
     return {action.dest for action in parser._actions}  # noqa: SLF001 - jsonargparse exposes no public list
 
@@ -448,16 +526,18 @@ def resume_report(source: Path, saved: dict, cfg, text_sha256: str | None = None
             f"{text_sha256[:12]}…): training continues on the new text"
         )
     lines.append(f"  next step's learning rate: {lr_at(step, segments):.6g}")
-    if step >= cfg.trainer.max_steps:
-        lines.append(
-            f"  already at max_steps {cfg.trainer.max_steps}: nothing to train (raise --trainer.max_steps)"
-        )
     return "\n".join(lines)
+
+
+class NothingToTrain(Exception):
+    """The bundle is already at max_steps: the run ends, successfully, before it starts."""
 
 
 def run(args: list[str] | None = None) -> None:
     try:
         MyptCLI(args=args)
+    except NothingToTrain:
+        pass
     finally:
         _leave_process_group()
 
