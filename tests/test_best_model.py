@@ -163,7 +163,7 @@ def test_the_best_model_is_kept_beside_the_latest_bundle(overfit, mypt):
     assert float(re.findall(r"\d+\.\d+", line)[0]) == pytest.approx(best["val_loss"], rel=1e-5)
 
     # the run said where its bundle would be, and ended with one line on what it left
-    assert f"its bundle will be {Path('checkpoints/over')}" in overfit
+    assert f"mypt: training {Path('checkpoints/over')} (a new model): " in overfit
     end = [line for line in overfit.splitlines() if line.startswith("mypt: bundle ")]
     assert end == [
         f"mypt: bundle {Path('checkpoints/over')} at step 210 (val loss {state['val_loss']:.4f}, "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import sys
 from pathlib import Path
 
 from conftest import TINY
@@ -10,9 +11,9 @@ from tensorboard.backend.event_processing.plugin_event_accumulator import EventA
 from tensorboard.plugins.hparams import plugin_data_pb2
 from tensorboard.util.tensor_util import make_ndarray
 
+from mypt import dashboard
 from mypt.dashboard import SAMPLE_TAG
 
-# Lightning's own "epoch" scalar repeats a step when a validation and a training log share it
 MYPT_SCALARS = {"train/loss", "val/loss", "val/bpb", "lr", "tokens_per_sec", "grad_norm"}
 PROMPT = "Nel mezzo"
 SAMPLE_ARGS = ["--dashboard.prompt", PROMPT, "--dashboard.max_new_tokens", "24", "--dashboard.seed", "7"]
@@ -49,6 +50,7 @@ def test_scalars_text_samples_and_hparams(mypt, text_file):
     _fit(mypt, text_file, "--trainer.max_steps", "20")
     events = _events()
     assert MYPT_SCALARS <= set(events.Tags()["tensors"])
+    assert "epoch" not in events.Tags()["tensors"]  # mypt trains by steps; Lightning's epoch is always 0
     logged = [4, 9, 14, 19]  # Lightning logs the metrics of step n+1 at n
     assert _steps(events, "train/loss") == logged
     assert _steps(events, "grad_norm") == logged
@@ -96,18 +98,39 @@ def test_resumed_run_continues_its_curves(mypt, text_file):
     assert tokens_per_sec == sorted(set(tokens_per_sec)) and max(tokens_per_sec) == 39
 
 
-def test_progress_bar_counts_steps_toward_max_steps(mypt, text_file):
+def test_start_header_progress_lines_in_a_file_and_a_bar_on_a_terminal(mypt, text_file, monkeypatch):
+    """Output to a file (CI, nohup): mypt's header, then plain lines (no carriage returns, no
+    validation bars) and, when the run is long, its expected duration; on a terminal, a bar over the
+    steps toward max_steps that a resumed run starts where the bundle stopped."""
     args = [*TINY, "--trainer.enable_progress_bar", "true", "--dashboard.max_new_tokens", "0"]
+    monkeypatch.setattr(dashboard, "LONG_RUN_S", 0)  # every run counts as long
     r = mypt(
         "fit", *args, "--data.input_file", text_file, "--model_name", "tiny", "--trainer.max_steps", "20"
     )
     assert r.code == 0, r
-    final = [line for line in (r.out + r.err).replace("\r", "\n").split("\n") if line.startswith("step")][-1]
-    assert "20/20" in final and "train/loss=" in final and "val/loss=" in final and "tokens/s=" in final
+    assert "\r" not in r.out + r.err and "Validation" not in r.out + r.err and "GPU available" not in r.err
+    header = r.out.splitlines()[:3]
+    assert (
+        header[0].startswith("mypt: training checkpoints/tiny (a new model): ") and " parameters" in header[0]
+    )
+    assert (
+        header[1]
+        == "  64 tokens a step (batch 4 x block 16 x accumulate 1 x 1 rank), 20 steps, validating every 10"
+    )
+    assert header[2].startswith("  on 1 x cpu, precision 32-true")
+    lines = [line for line in r.out.splitlines() if line.startswith("step")]
+    assert lines[0].startswith("step 10/20  train/loss ") and "val/loss " in lines[0]
+    assert lines[-1].startswith("step 20/20  train/loss ") and "tokens/s " in lines[-1]
+    assert "steps left take about" in r.err and "configs/dante_cpu.yaml" in r.err, r.err
+
+    monkeypatch.setattr(dashboard, "LONG_RUN_S", 3600)
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
     r = mypt("fit", *args, "--model_name", "tiny", "--trainer.max_steps", "30")
     assert r.code == 0, r
     lines = [line for line in (r.out + r.err).replace("\r", "\n").split("\n") if line.startswith("step")]
     assert "20/30" in lines[0] and "30/30" in lines[-1]  # a resumed run starts where the bundle stopped
+    assert "train/loss=" in lines[-1] and "val/loss=" in lines[-1]
+    assert "steps left take about" not in r.err  # 10 steps are not a long run
 
 
 def test_a_prompt_outside_the_vocabulary_stops_before_training(mypt, text_file):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -48,6 +50,14 @@ def _small_gpt2(path: Path, activation: str = "gelu") -> transformers.GPT2LMHead
     return model
 
 
+def mode(path: Path) -> int:
+    return path.stat().st_mode & 0o777
+
+
+UMASK = os.umask(0)
+os.umask(UMASK)
+
+
 def test_export_char_bundle_gives_equal_logits_and_imports_back(mypt, text_file):
     r = mypt(
         "fit", *TINY, "--data.input_file", text_file, "--model_name", "tiny", "--trainer.max_steps", "10"
@@ -76,7 +86,21 @@ def test_export_char_bundle_gives_equal_logits_and_imports_back(mypt, text_file)
     assert all(torch.equal(original[k], converted[k]) for k in original)
     assert bundle.read_json(Path("checkpoints/out-hf/tokenizer.json")) == tokenizer.to_dict()
     child = bundle.load_training_state(Path("checkpoints/again"))
-    assert child["init_from"] == {"path": "checkpoints/out-hf", "step": 0}
+    assert child["init_from"] == {"path": "checkpoints/out-hf", "step": 0, "imported_from": "out"}
+    # an export's folder already named -hf converts under its own name, not dante-hf-hf
+    shutil.copytree("out", "tiny-hf")
+    r = mypt("fit", *TINY, "--data.input_file", text_file, "--model.init_from", "tiny-hf/", "--model_name",
+             "again2", "--trainer.max_steps", "1")  # fmt: skip
+    assert r.code == 0, r
+    assert sorted(p.name for p in Path("checkpoints").iterdir()) == [
+        "again",
+        "again2",
+        "out-hf",
+        "tiny",
+        "tiny-hf",
+    ]
+    assert bundle.load_training_state(Path("checkpoints/again2"))["init_from"]["imported_from"] == "tiny-hf/"
+    assert mode(Path("out/model.safetensors")) == mode(Path("out/config.json")) == 0o666 & ~UMASK
 
 
 def test_export_gpt2_bundle_keeps_the_real_vocabulary_and_tokenizer(mypt, text_file):

@@ -265,6 +265,10 @@ class BundleCheckpoint(Callback):
         """Write the bundle for this step, unless the run has diverged: a non-finite loss or weight
         stops the run with an error and leaves the last good bundle untouched."""
         self.guard.check_finite(trainer, trainer.lightning_module, weights=True)
+        if self.guard.stop_signal is not None and trainer.is_global_zero:
+            print(
+                f"mypt: saving {self.dirpath} at step {trainer.global_step}...", file=sys.stderr, flush=True
+            )
         if trainer.world_size == 1:
             trainer.save_checkpoint(self.dirpath, weights_only=False)
         else:  # rank zero writes: if that fails (a full disk), every rank stops with its reason
@@ -388,6 +392,9 @@ class BundleCheckpoint(Callback):
         if init_from is None and hparams.get("init_from"):
             parent = bundle.resolve_bundle(hparams["init_from"])
             init_from = {"path": str(parent), "step": bundle.weights_step(parent)}
+            imported_from = bundle.load_training_state(parent).get("imported_from")
+            if imported_from:  # a converted Hugging Face model: its real origin
+                init_from["imported_from"] = imported_from
         training_state = {
             "step": trainer.global_step,
             "optimizer_file": bundle.OPTIMIZER_FILE,

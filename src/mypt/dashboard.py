@@ -14,11 +14,12 @@ with loss, tokens/s and the time left.
 
 from __future__ import annotations
 
+import sys
 import time
 from typing import Any
 
 import lightning.pytorch as pl
-from lightning.pytorch.callbacks import Callback, TQDMProgressBar
+from lightning.pytorch.callbacks import Callback, ProgressBar, TQDMProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch.utils.tensorboard.summary import hparams as hparams_summaries
 
@@ -28,6 +29,9 @@ from mypt.fsdp import whole_model
 from mypt.sampling import DEFAULT_MAX_NEW_TOKENS, DEFAULT_PROMPT, DEFAULT_TEMPERATURE, DEFAULT_TOP_K, sample
 
 SAMPLE_TAG = "samples"
+# a run is said to be long, with its expected duration, once its first steps are timed
+ESTIMATE_AFTER_STEPS = 10
+LONG_RUN_S = 30 * 60
 # the scalars the HParams tab shows beside each model's settings (their latest values)
 HPARAM_METRICS = ("val/loss", "val/bpb", "train/loss")  # bpb: compares models across tokenizers
 TRAINING = ("learning_rate", "min_lr_ratio", "warmup_steps", "weight_decay", "beta1", "beta2", "init_from")
@@ -60,6 +64,33 @@ class TrainingDashboard(Callback):
         self.temperature = temperature
         self.top_k = top_k
         self.seed = seed
+        self._clock: tuple[float, int] | None = None  # (time, step) after the first, slower steps
+        self._estimated = False
+
+    # -- how long the run will take ---------------------------------------------------------
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *_: Any) -> None:
+        """After the first few steps, say how long the run will take when that is long (the
+        design note's model for 5,000 steps on a 2-core CPU: about 3 hours)."""
+        step = trainer.global_step
+        if self._clock is None:
+            self._clock = (time.perf_counter(), step)
+            return
+        started, first = self._clock
+        if step - first != ESTIMATE_AFTER_STEPS or self._estimated or not trainer.is_global_zero:
+            return
+        self._estimated = True
+        per_step = (time.perf_counter() - started) / ESTIMATE_AFTER_STEPS
+        left = per_step * (trainer.max_steps - step)
+        if left >= LONG_RUN_S:
+            advice = ""
+            if pl_module.device.type == "cpu":
+                advice = "; on a CPU, configs/dante_cpu.yaml (4 layers, 128 wide) trains in minutes"
+            print(
+                f"\nmypt: about {per_step:.2g} s a step: the {trainer.max_steps - step} steps left take "
+                f"about {_duration(left)} on this {pl_module.device.type}{advice}",
+                file=sys.stderr,
+            )
 
     # -- text samples -----------------------------------------------------------------------
 
@@ -130,6 +161,16 @@ def run_hparams(trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str,
     return {k: v if isinstance(v, (bool, int, float, str)) else str(v) for k, v in params.items()}
 
 
+def _duration(seconds: float) -> str:
+    if seconds >= 3600:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 60:.0f} min" if seconds >= 60 else f"{seconds:.0f} s"
+
+
+def _count(n: int) -> str:
+    return f"{n / 1e6:.2f}M" if n >= 1e6 else f"{n / 1e3:.1f}K"
+
+
 def as_markdown_block(text: str) -> str:
     """TensorBoard renders text as Markdown: indent it as a code block to keep line breaks and verse."""
     return "\n".join("    " + line for line in text.split("\n"))
@@ -178,12 +219,95 @@ class StepProgressBar(TQDMProgressBar):
             bar.refresh()
 
     def get_metrics(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Any]:
-        items = super().get_metrics(trainer, pl_module)
-        items.pop("v_num", None)
-        rate = items.pop("tokens_per_sec", None)
-        if isinstance(rate, (int, float)):
-            items["tokens/s"] = f"{rate / 1000:.1f}k" if rate >= 1000 else f"{rate:.0f}"
-        for key, value in items.items():
-            if isinstance(value, float):
-                items[key] = f"{value:.3f}"
-        return items
+        return _metrics_text(super().get_metrics(trainer, pl_module))
+
+
+def _metrics_text(items: dict[str, Any]) -> dict[str, Any]:
+    """The progress metrics as a person reads them: tokens/s in thousands, losses to 3 decimals."""
+    items = dict(items)
+    items.pop("v_num", None)
+    rate = items.pop("tokens_per_sec", None)
+    if isinstance(rate, (int, float)):
+        items["tokens/s"] = f"{rate / 1000:.1f}k" if rate >= 1000 else f"{rate:.0f}"
+    for key, value in items.items():
+        if isinstance(value, float):
+            items[key] = f"{value:.3f}"
+    return items
+
+
+class StepProgressLines(ProgressBar):
+    """Progress for output that is not a terminal (a file, CI, nohup, SLURM): one plain line every
+    `every_s` seconds and after each validation, instead of a bar whose every redraw (and every
+    validation bar) lands in the file."""
+
+    def __init__(self, every_s: float = 30.0) -> None:
+        super().__init__()
+        self.every_s = every_s
+        self._enabled = True
+        self._last = 0.0
+        self._start: tuple[float, int] | None = None
+
+    def disable(self) -> None:
+        self._enabled = False
+
+    def enable(self) -> None:
+        self._enabled = True
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._start = (time.monotonic(), trainer.global_step)
+        self._last = time.monotonic()
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *_: Any) -> None:
+        if self._enabled and time.monotonic() - self._last >= self.every_s:
+            self._line(trainer, pl_module)
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._enabled and trainer.state.fn == "fit" and not trainer.sanity_checking:
+            self._line(trainer, pl_module)
+
+    def _line(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._last = now = time.monotonic()
+        step, total = trainer.global_step, trainer.max_steps
+        parts = [f"step {step}/{total}"]
+        parts += [f"{k} {v}" for k, v in _metrics_text(self.get_metrics(trainer, pl_module)).items()]
+        if self._start is not None and self._start[1] < step < total:
+            left = (now - self._start[0]) / (step - self._start[1]) * (total - step)
+            parts.append(f"{_duration(left)} left")
+        print("  ".join(parts), flush=True)
+
+
+def progress_callback() -> ProgressBar:
+    """A bar on a terminal; plain lines when the output goes to a file or a pipe."""
+    return StepProgressBar() if sys.stdout.isatty() else StepProgressLines()
+
+
+class StepTensorBoardLogger(TensorBoardLogger):
+    """TensorBoard's logger without Lightning's `epoch` scalar: mypt trains by steps, and the epoch is
+    always 0."""
+
+    def log_metrics(self, metrics: dict[str, Any], step: int | None = None) -> None:
+        super().log_metrics({k: v for k, v in metrics.items() if k != "epoch"}, step)
+
+
+def start_header(
+    trainer: pl.Trainer, pl_module: pl.LightningModule, dm: Any, dirpath: Any, resume_step: int | None
+) -> str:
+    """mypt's few lines at the start of a run: what is trained, how big, on what, and from where."""
+    what = f"resuming at step {resume_step}" if resume_step is not None else "a new model"
+    init_from = pl_module.hparams.get("init_from")
+    if init_from and resume_step is None:
+        what = f"a new model fine-tuned from {init_from}"
+    tokens = dm.batch_size * dm.block_size * trainer.accumulate_grad_batches * trainer.world_size
+    devices = (
+        f"{trainer.num_devices} x {type(trainer.accelerator).__name__.removesuffix('Accelerator').lower()}"
+    )
+    return "\n".join(
+        [
+            f"mypt: training {dirpath} ({what}): {_count(pl_module.model.num_params())} parameters, "
+            f"{dm.tokenizer_kind} tokenizer ({dm.vocab_size} tokens)",
+            f"  {tokens:,} tokens a step (batch {dm.batch_size} x block {dm.block_size} x accumulate "
+            f"{trainer.accumulate_grad_batches} x {trainer.world_size} rank{'s' if trainer.world_size > 1 else ''}), "
+            f"{trainer.max_steps} steps, validating every {trainer.val_check_interval}",
+            f"  on {devices}, precision {trainer.precision} (--lightning_messages true: Lightning's own lines)",
+        ]
+    )

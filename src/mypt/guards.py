@@ -77,6 +77,7 @@ class RunGuard(Callback):
         self.dirpath = Path(dirpath)
         self.stop_signal: int | None = None  # set when SIGINT/SIGTERM asked the run to stop
         self._previous_handlers: dict[int, Any] = {}
+        self._trainer: pl.Trainer | None = None
         # (step, loss) of the steps since the last finiteness check; kept on the device, so the
         # check costs one synchronisation per log interval rather than one per step
         self._recent_losses: list[tuple[int, torch.Tensor]] = []
@@ -86,6 +87,7 @@ class RunGuard(Callback):
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """SIGINT (Ctrl-C) and SIGTERM (a cluster's notice before preemption) stop the run at the
         next step boundary; the checkpoint callback then saves the bundle for that step."""
+        self._trainer = trainer
         if threading.current_thread() is not threading.main_thread():
             return
         for signum in (signal.SIGINT, signal.SIGTERM):
@@ -95,7 +97,14 @@ class RunGuard(Callback):
         if self.stop_signal is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt  # a second Ctrl-C: stop now
         self.stop_signal = signum
-        print(f"\nmypt: {signal.Signals(signum).name} received: stopping after this step", file=sys.stderr)
+        step = f" ({self._trainer.global_step + 1})" if self._trainer is not None else ""
+        again = "; Ctrl-C again stops at once, without saving" if signum == signal.SIGINT else ""
+        print(
+            f"\nmypt: {signal.Signals(signum).name} received: stopping after this step{step}, then saving "
+            f"{self.dirpath}{again}",
+            file=sys.stderr,
+            flush=True,
+        )
 
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, *args: Any

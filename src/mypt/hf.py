@@ -301,10 +301,12 @@ def is_hf_folder(path: Path) -> bool:
 def resolve_init_from(init_from: str, root: str = bundle.DEFAULT_ROOT) -> Path:
     """The bundle a fine-tune starts from. A mypt bundle (path or name under `root`) is used as it
     is; a transformers GPT-2 folder or a Hub name (gpt2, gpt2-medium, ...) is converted once into
-    <root>/<name>, which later runs (and the lineage of every fine-tune) then point to."""
+    <root>/<name> (a folder `x` into `x-hf`; `x-hf` keeps its name), which later runs then start from;
+    the lineage of every fine-tune names both that bundle and the Hugging Face origin."""
     path = Path(init_from)
     if path.is_dir() and is_hf_folder(path):
-        return _converted(init_from, Path(root) / f"{path.resolve().name}-hf")
+        name = path.resolve().name  # a folder named like an export (dante-hf) keeps its name
+        return _converted(init_from, Path(root) / (name if name.endswith("-hf") else f"{name}-hf"))
     if path.is_dir() or bundle.is_bundle(Path(root) / init_from):
         return bundle.resolve_bundle(init_from, root)
     hub_repo = _HUB_REPO.match(init_from) and not Path(init_from.split("/")[0]).is_dir()

@@ -39,8 +39,13 @@ def format_info(info: dict) -> str:
         if "seed" in state:
             lines.append(f"Seed: {state['seed']}")
         parent = state.get("init_from")
+        origin = (
+            f" (converted from Hugging Face {parent['imported_from']})"
+            if (parent or {}).get("imported_from")
+            else ""
+        )
         lines.append(
-            f"Lineage: fine-tuned from {parent['path']} at step {parent['step']}"
+            f"Lineage: fine-tuned from {parent['path']} at step {parent['step']}{origin}"
             if parent
             else "Lineage: trained from scratch"
         )
@@ -93,7 +98,8 @@ def parent_of(state: dict) -> str:
     """Where a model came from: the bundle it was fine-tuned from, a Hugging Face import, or '-'."""
     parent = state.get("init_from")
     if isinstance(parent, dict) and parent.get("path"):
-        return f"{parent['path']}@{parent.get('step')}"
+        origin = f" (hf:{parent['imported_from']})" if parent.get("imported_from") else ""
+        return f"{parent['path']}@{parent.get('step')}{origin}"
     source = state.get("imported_from")
     if source:
         return f"hf:{source}"

@@ -21,13 +21,12 @@ import torch
 from lightning.pytorch.accelerators import Accelerator, CUDAAccelerator
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
-from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 
 from mypt import bundle, fsdp
 from mypt.checkpointing import BundleCheckpoint
 from mypt.config import ARCHITECTURE_KEYS, DATA_ARCHITECTURE_KEYS
-from mypt.dashboard import StepProgressBar, TrainingDashboard
+from mypt.dashboard import StepTensorBoardLogger, TrainingDashboard, progress_callback, start_header
 from mypt.data import TextDataModule
 from mypt.errors import MyptError
 from mypt.guards import RunGuard, check_strategy
@@ -44,6 +43,7 @@ TRAINER_DEFAULTS: dict[str, Any] = {
     "gradient_clip_val": 1.0,
     "log_every_n_steps": 10,
     "num_sanity_val_steps": 0,
+    "enable_model_summary": False,  # mypt's start header says the size (--lightning_messages true: the table)
     "enable_checkpointing": False,  # the bundle callback does the saving
 }
 # where the design note's training_config keys live on the command line
@@ -57,6 +57,9 @@ LOG_ROOT = "logs"
 
 # the seed is recorded in training_state.json; Lightning's "Seed set to" line would precede any error
 logging.getLogger("lightning.fabric.utilities.seed").setLevel(logging.WARNING)
+# Lightning's start-up and restore messages (GPU/TPU available, restoring states, `Trainer.fit`
+# stopped): mypt's start header says what matters; --lightning_messages true shows them
+LIGHTNING_INFO_LOGGERS = ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero")
 for _name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
     # Lightning advertises its cloud logger at every start; the run's own lines matter more
     logging.getLogger(_name).addFilter(lambda record: "litlogger" not in record.getMessage())
@@ -140,6 +143,10 @@ class MyptCLI(LightningCLI):
             "--early_stopping.min_delta", type=float, default=0.0,
             help="The least decrease of val/loss that counts as an improvement for early stopping.",
         )  # fmt: skip
+        parser.add_argument(
+            "--lightning_messages", type=bool, default=False,
+            help="Show Lightning's own start-up messages and model summary besides mypt's start header.",
+        )  # fmt: skip
         parser.add_lightning_class_args(TrainingDashboard, "dashboard")
         parser.link_arguments("data.vocab_size", "model.vocab_size", apply_on="instantiate")
         parser.link_arguments("model.block_size", "data.block_size")
@@ -152,6 +159,8 @@ class MyptCLI(LightningCLI):
         if subcommand is None:
             return
         cfg = self.config[subcommand]
+        for name in LIGHTNING_INFO_LOGGERS:
+            logging.getLogger(name).setLevel(logging.INFO if cfg.lightning_messages else logging.WARNING)
         if cfg.model_name is None and not cfg.get("ckpt_path"):
             cfg.model_name = bundle.model_name_for(cfg.data.input_file)
             self._set_defaults(subcommand, {"model_name": cfg.model_name})
@@ -288,7 +297,7 @@ class MyptCLI(LightningCLI):
         elif cfg.trainer.get("logger") in (None, True):
             log_dir = Path(LOG_ROOT) / cfg.model_name
             self.log_dir = None if log_dir.exists() else log_dir
-            kwargs["logger"] = TensorBoardLogger(
+            kwargs["logger"] = StepTensorBoardLogger(
                 save_dir=LOG_ROOT,
                 name=cfg.model_name,
                 version="",  # one folder per model: a resumed run continues the same curves
@@ -325,11 +334,13 @@ class MyptCLI(LightningCLI):
         callbacks.append(saver)
         has_bar = any(isinstance(c, ProgressBar) for c in callbacks)  # Lightning accepts only one
         if cfg.trainer.get("enable_progress_bar") is not False and not has_bar:
-            callbacks.append(StepProgressBar())
+            callbacks.append(progress_callback())
         if self.subcommand != "fit" and cfg.trainer.get("devices") in (None, "auto"):
             # evaluating and sampling need no more than one device; Lightning's "auto" would start a
             # process per GPU (each printing the same sample). --trainer.devices N still asks for more
             kwargs["devices"] = 1
+        if cfg.lightning_messages:
+            kwargs["enable_model_summary"] = True
         strategy = cfg.trainer.get("strategy")
         if isinstance(strategy, str) and strategy in fsdp.ALIASES:  # FSDP that saves bundles
             kwargs["strategy"] = fsdp.BundleFSDPStrategy(**fsdp.ALIASES[strategy])
@@ -378,14 +389,11 @@ class MyptCLI(LightningCLI):
     def before_fit(self) -> None:
         if not self.trainer.is_global_zero:
             return
+        saver = next(c for c in self.trainer.callbacks if isinstance(c, BundleCheckpoint))
+        print(start_header(self.trainer, self.model, self.datamodule, saver.dirpath, saver.resume_step))
         if self.resume_from is not None:
             text_sha256 = self.datamodule.input_sha256
             print(resume_report(self.resume_from, self.saved_state, self.config["fit"], text_sha256))
-        else:
-            cfg = self.config["fit"]
-            print(
-                f"mypt: training a new model; its bundle will be {bundle.bundle_path(cfg.model_name, cfg.checkpoint_dir)}"
-            )
         if self.trainer.world_size > 1:
             print(world_size_line(self.trainer, self.datamodule.batch_size))
 
