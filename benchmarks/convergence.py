@@ -30,13 +30,16 @@ class ValLosses(pl.Callback):
             self.losses.append((trainer.global_step, float(trainer.callback_metrics["val/loss"])))
 
 
-def curves(config_file: Path, max_steps: int | None = None, val_interval: int | None = None) -> dict:
-    """{"mypt": [(step, val_loss)], "plain": [(step, val_loss)]} for one config."""
+def curves(
+    config_file: Path, max_steps: int | None = None, val_interval: int | None = None, text: Path | None = None
+) -> dict:
+    """{"mypt": [(step, val_loss)], "plain": [(step, val_loss)]} for one config (on `text`, default the
+    config's corpus)."""
     config_file = config_file.resolve()
     cfg = load_config(config_file)
     steps = max_steps or cfg["trainer"]["max_steps"]
     cfg["trainer"]["val_check_interval"] = val_interval or cfg["trainer"]["val_check_interval"]
-    text = find_text(Path(cfg["data"]["input_file"]).name)
+    text = text or find_text(Path(cfg["data"]["input_file"]).name)
     recorder = ValLosses()
     with tempfile.TemporaryDirectory() as tmp, _quiet(), _env(MYPT_CACHE_DIR=f"{tmp}/cache"), _cwd(tmp):
         args = ["--config", str(config_file), "--data.input_file", str(text), "--model_name", "convergence"]
@@ -47,7 +50,7 @@ def curves(config_file: Path, max_steps: int | None = None, val_interval: int | 
             str(cfg["trainer"]["val_check_interval"]),
         ]
         run_mypt(args, recorder)
-        plain = plain_trainers(cfg, steps, Path(tmp), {"plain": {}})["plain"]
+        plain = plain_trainers(cfg, steps, Path(tmp), {"plain": {}}, text)["plain"]
         for _ in range(steps):
             plain.step()
     return {"mypt": recorder.losses, "plain": plain.val_losses}

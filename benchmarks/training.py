@@ -88,10 +88,14 @@ def summarize(times: list[tuple[float, float]], warmup: int, tokens_per_step: in
     }
 
 
-def plain_trainers(cfg: dict, steps: int, save_dir: Path, guests: dict[str, dict]) -> dict[str, PlainTrainer]:
-    """One PlainTrainer per guest (name -> options), set up as `mypt fit --config` sets up mypt."""
+def plain_trainers(
+    cfg: dict, steps: int, save_dir: Path, guests: dict[str, dict], text: Path | None = None
+) -> dict[str, PlainTrainer]:
+    """One PlainTrainer per guest (name -> options), set up as `mypt fit --config` sets up mypt
+    (on `text`, default the config's corpus)."""
     model, data, trainer = cfg["model"], cfg["data"], cfg["trainer"]
-    train, val, vocab = split_tokens(str(find_text(Path(data["input_file"]).name)), data["tokenizer"])
+    text = text or find_text(Path(data["input_file"]).name)
+    train, val, vocab = split_tokens(str(text), data["tokenizer"])
     config = GPTConfig(
         vocab_size=vocab, **{k: model[k] for k in ("n_layer", "n_head", "n_embd", "block_size")}
     )

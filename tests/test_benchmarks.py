@@ -18,6 +18,7 @@ sys.path.insert(0, str(BENCHMARKS))
 import convergence  # noqa: E402
 import run  # noqa: E402
 from common import find_text  # noqa: E402
+from conftest import FIXTURE_TEXT  # noqa: E402
 from plain_loop import PlainTrainer  # noqa: E402
 
 from mypt.model import GPTConfig  # noqa: E402
@@ -30,7 +31,7 @@ def _corpora_present() -> bool:
         return False
 
 
-pytestmark = pytest.mark.skipif(
+needs_corpora = pytest.mark.skipif(
     not _corpora_present(), reason="the benchmarks need data/ (make data) or ../shared/data"
 )
 
@@ -45,6 +46,7 @@ def _run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     )
 
 
+@needs_corpora
 def test_quick_benchmark_prints_the_table_and_writes_json(tmp_path: Path) -> None:
     out = tmp_path / "results.json"
     proc = _run("--quick", "--out", str(out), cwd=tmp_path)
@@ -67,6 +69,7 @@ def test_quick_benchmark_prints_the_table_and_writes_json(tmp_path: Path) -> Non
     assert not (tmp_path / "checkpoints").exists() and not (tmp_path / "logs").exists()  # all in temp dirs
 
 
+@needs_corpora
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the skip path is for machines without a GPU")
 def test_gpu_mode_skips_clearly_without_a_gpu(tmp_path: Path) -> None:
     out = tmp_path / "gpu.json"
@@ -77,9 +80,11 @@ def test_gpu_mode_skips_clearly_without_a_gpu(tmp_path: Path) -> None:
 
 
 def test_mypt_and_the_plain_loop_train_the_same_model() -> None:
-    """Same initial weights, batches, optimizer groups, schedule, clipping and validation windows:
-    the two validation curves agree to float rounding, so the benchmark compares like with like."""
-    result = convergence.curves(Path(__file__).resolve().parents[1] / "configs" / "dante_cpu.yaml", 20, 10)
+    """Same initial weights, batches, optimizer groups, schedule, clipping and validation windows,
+    the plain loop's own versions of the schedule, sampler and tokenisation against mypt's: the two
+    validation curves agree to float rounding. Runs on the excerpt in tests/data, corpora or not."""
+    config = Path(__file__).resolve().parents[1] / "configs" / "dante_cpu.yaml"
+    result = convergence.curves(config, 20, 10, text=FIXTURE_TEXT)
     assert [step for step, _ in result["mypt"]] == [step for step, _ in result["plain"]] == [10, 20]
     for (_, mine), (_, plain) in zip(result["mypt"], result["plain"], strict=True):
         assert mine == pytest.approx(plain, abs=1e-4)

@@ -25,7 +25,8 @@ def test_fit_writes_a_complete_bundle(mypt, text_file):
     assert {p.name for p in path.iterdir()} == {*bundle.BUNDLE_FILES, bundle.MANIFEST_FILE, bundle.BEST_DIR}
     config = json.loads((path / "config.json").read_text())
     assert list(config) == list(bundle.CONFIG_KEYS)  # exactly the design note's keys
-    assert config == {"batch_size": 4, "block_size": 16, "vocab_size": config["vocab_size"], "n_embd": 32,
+    vocab_size = len(set(text_file.read_text(encoding="utf-8")))  # the text's distinct characters
+    assert config == {"batch_size": 4, "block_size": 16, "vocab_size": vocab_size, "n_embd": 32,
                       "n_head": 2, "n_layer": 2, "dropout": 0.0, "bias": False, "device": "cpu"}  # fmt: skip
     chars = json.loads((path / "tokenizer.json").read_text())
     assert chars["token_kind"] == "char" and len(chars["chars"]) == config["vocab_size"]
@@ -85,7 +86,10 @@ def test_a_second_text_a_finished_model_and_a_restart(mypt, text_file, tmp_path)
     assert "model name notes" in r.out and bundle.is_bundle(Path("checkpoints/notes"))
     assert _logged_steps("logs/notes", "train/loss") == [0, 1, 2, 3]
 
-    before = {p.name: p.read_bytes() for p in Path("checkpoints/notes").iterdir()}
+    def files() -> dict[str, bytes]:
+        return {str(p): p.read_bytes() for p in Path("checkpoints/notes").rglob("*") if p.is_file()}
+
+    before = files()
     r = mypt("fit", *TINY, "--data.input_file", other, "--trainer.max_steps", "4")
     assert r.code == 0, r
     assert r.out.strip().splitlines()[-1] == (
@@ -93,7 +97,7 @@ def test_a_second_text_a_finished_model_and_a_restart(mypt, text_file, tmp_path)
         "(raise --trainer.max_steps to continue it, or give another --model_name)"
     ), r
     assert "Resuming" not in r.out  # fit never started
-    assert {p.name: p.read_bytes() for p in Path("checkpoints/notes").iterdir()} == before
+    assert files() == before
 
     r = mypt("fit", *TINY, "--data.input_file", other, "--trainer.max_steps", "4", "--trainer.log_every_n_steps",
              "0", "--restart", "true")  # fmt: skip

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import TINY, run_mypt_subprocess
 
 from mypt import get_model_info
@@ -101,18 +102,31 @@ def test_inspect_and_list_do_not_import_torch(trained):
     assert r.returncode == 0, r.stderr
 
 
-def test_generate_a_bundle_trained_elsewhere(mypt, trained):
+def test_generate_a_bundle_trained_elsewhere(mypt, trained, monkeypatch):
+    """A bundle whose tensors were saved on a GPU (their storages tagged cuda:0) generates on a CPU."""
+    expected = mypt("generate", "dante", "--max_new_tokens", "5", "--seed", "0")
     config = json.loads((trained / "config.json").read_text())
-    config["device"] = "cuda"  # as if trained on a GPU: loading maps to the CPU
+    weights = torch.load(trained / "model.pt", weights_only=True)
+    with monkeypatch.context() as m:  # what torch.save writes for tensors that live on a GPU
+        m.setattr(torch.serialization, "location_tag", lambda storage: "cuda:0")
+        torch.save(weights, trained / "model.pt")
+    if not torch.cuda.is_available():  # control: loaded as saved, these tensors need a GPU
+        with pytest.raises(RuntimeError, match="CUDA"):
+            torch.load(trained / "model.pt", weights_only=True)
+    config["device"] = "cuda"
     (trained / "config.json").write_text(json.dumps(config))
-    (trained / "manifest.json").unlink()  # the manifest would (rightly) flag the edit
+    (trained / "manifest.json").unlink()  # the manifest would (rightly) flag the edits
     r = run_mypt_subprocess("generate", "dante", "--max_new_tokens", "5", "--seed", "0", cwd=Path.cwd())
     assert r.code == 0, r
+    assert r.out == expected.out
 
 
 def test_predict_samples_each_prompt(mypt, trained):
-    r = mypt("predict", "--ckpt_path", "checkpoints/dante", "--data.prompts", '["Nel mezzo", "Amor"]',
+    """One sample per prompt, each exactly what `mypt generate` gives with the prompt's index as seed."""
+    r = mypt("predict", "dante", "--data.prompts", '["Nel mezzo", "Amor"]',
              "--trainer.enable_progress_bar", "false")  # fmt: skip
     assert r.code == 0, r
-    assert "Nel mezzo" in r.out and "\nAmor" in r.out
-    assert r.out.index("Nel mezzo") < r.out.index("\nAmor")
+    samples = [mypt("generate", "dante", "--prompt", prompt, "--seed", str(seed)).out
+               for seed, prompt in enumerate(["Nel mezzo", "Amor"])]  # fmt: skip
+    assert all(len(sample) > len("Nel mezzo") + 100 for sample in samples)  # 200 new characters each
+    assert r.out.endswith(samples[0] + samples[1]), (r.out, samples)

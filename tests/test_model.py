@@ -88,6 +88,22 @@ def test_generate_respects_seed_top_k_and_temperature():
     assert torch.equal(top1[:, :6], greedy[:, :6])  # top_k=1 is greedy
 
 
+@pytest.mark.parametrize("temperature", [0.5, 2.0])
+def test_temperature_divides_the_logits(temperature):
+    """A token is drawn from softmax(logits / temperature): 256 draws with the same generator match."""
+    model = tiny().eval()
+    start = torch.zeros(256, 1, dtype=torch.long)
+    drawn = model.generate(start, 1, temperature=temperature, generator=torch.Generator().manual_seed(5))
+    logits, _ = model(start)
+    probs = torch.softmax(logits[:, -1, :] / temperature, dim=-1)
+    expected = torch.multinomial(probs, 1, generator=torch.Generator().manual_seed(5))
+    assert torch.equal(drawn[:, 1:], expected)
+    plain = torch.multinomial(
+        torch.softmax(logits[:, -1, :], dim=-1), 1, generator=torch.Generator().manual_seed(5)
+    )
+    assert not torch.equal(drawn[:, 1:], plain)  # the temperature changed what was drawn
+
+
 def test_kv_cache_gives_the_logits_of_a_full_forward_pass():
     """Generation with the cache computes each new token from cached keys and values; its logits must
     be those of running the whole sequence through the model, at every position up to block_size."""
