@@ -143,6 +143,7 @@ SETTINGS = {
     "learning_rate_negative": (["--model.learning_rate=-1e-3"], "learning_rate must not be negative"),
     "train_split_above_one": (["--data.train_split", "1.5"], "train_split must be between 0 and 1"),
     "max_steps_unset": (["--trainer.max_steps=-1"], "--trainer.max_steps"),
+    "vocab_size_given": (["--model.vocab_size=100"], "the vocabulary size is not a setting but the tokenizer's"),
     "val_check_interval_zero": (["--trainer.val_check_interval", "0"], "val_check_interval must be positive"),
     "n_layer_not_a_number": (["--model.n_layer", "two"], "n_layer"),
     "unknown_tokenizer": (["--data.tokenizer", "bpe"], "unknown tokenizer 'bpe'"),
@@ -204,7 +205,8 @@ def test_missing_yaml_config(mypt, saved):
 @pytest.mark.parametrize(
     ("extra", "expect"),
     [(["--model.block_size", "32"], "block_size=16"),  # above what the bundle was built with
-     (["--model.n_head", "4"], "n_head=2")],
+     (["--model.n_head", "4"], "n_head=2"),
+     (["--model.vocab_size", "100"], "--model.vocab_size 100 conflicts with the saved architecture (vocab_size=")],
 )  # fmt: skip
 def test_resume_with_a_bigger_window_or_other_architecture(mypt, saved, extra, expect):
     before = snapshot()

@@ -78,6 +78,7 @@ class RunGuard(Callback):
         self.stop_signal: int | None = None  # set when SIGINT/SIGTERM asked the run to stop
         self._previous_handlers: dict[int, Any] = {}
         self._trainer: pl.Trainer | None = None
+        self._last_step = -1  # the step of the last batch that ended an optimizer step
         # (step, loss) of the steps since the last finiteness check; kept on the device, so the
         # check costs one synchronisation per log interval rather than one per step
         self._recent_losses: list[tuple[int, torch.Tensor]] = []
@@ -88,6 +89,7 @@ class RunGuard(Callback):
         """SIGINT (Ctrl-C) and SIGTERM (a cluster's notice before preemption) stop the run at the
         next step boundary; the checkpoint callback then saves the bundle for that step."""
         self._trainer = trainer
+        self._last_step = trainer.global_step
         if threading.current_thread() is not threading.main_thread():
             return
         for signum in (signal.SIGINT, signal.SIGTERM):
@@ -112,6 +114,11 @@ class RunGuard(Callback):
         loss = outputs.get("loss") if isinstance(outputs, Mapping) else outputs
         if isinstance(loss, torch.Tensor):
             self._recent_losses.append((trainer.global_step, loss.detach()))
+        if trainer.global_step == self._last_step:
+            # within a gradient accumulation: stopping here would drop the micro-batches taken so far
+            # (and the dropout randomness they used), and the resume would no longer be exact
+            return
+        self._last_step = trainer.global_step
         if trainer.log_every_n_steps == 0:
             if len(self._recent_losses) >= MAX_UNCHECKED_LOSSES:
                 self.check_finite(trainer, pl_module, weights=False)

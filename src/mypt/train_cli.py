@@ -93,6 +93,7 @@ class MyptCLI(LightningCLI):
         self.saved_state: dict = {}
         self.saved_config: dict = {}
         self.command_line = list(sys.argv[1:] if args is None else args)
+        self.vocab_size_given: str | None = None  # --model.vocab_size, compared with a saved model's
         self.replace: Path | None = None  # the bundle that --restart sets aside once the run starts
         self.log_dir: Path | None = None  # logs/<model_name>, when this run created it
         try:
@@ -154,6 +155,11 @@ class MyptCLI(LightningCLI):
     # -- parsing: the bundle's values become defaults ---------------------------------------
 
     def parse_arguments(self, parser: LightningArgumentParser, args) -> None:
+        # vocab_size is linked from the tokenizer; taken aside here so that a value given for it is
+        # compared with the saved model's (jsonargparse would only say it is linked)
+        args, self.vocab_size_given = _take_option(
+            list(sys.argv[1:] if args is None else args), VOCAB_SIZE_FLAG
+        )
         self.config = parser.parse_args(args)
         subcommand = self.config.get("subcommand")
         if subcommand is None:
@@ -180,7 +186,9 @@ class MyptCLI(LightningCLI):
             self.config = parser.parse_args(args)
             cfg = self.config[subcommand]
             cfg.ckpt_path = str(source)
-            self._check_architecture(cfg, self.saved_config, source, allowed=())
+            self._check_architecture(
+                cfg, self.saved_config, source, allowed=(), vocab_size=self.vocab_size_given
+            )
             if cfg.get("best"):
                 cfg.ckpt_path = str(bundle.resolve_best(source))
         elif cfg.get("best"):
@@ -193,7 +201,12 @@ class MyptCLI(LightningCLI):
             cfg = self.config[subcommand]
             cfg.model.init_from = str(parent)
             self._check_architecture(
-                cfg, bundle.load_config(parent), parent, allowed=("dropout", "batch_size")
+                cfg, bundle.load_config(parent), parent, ("dropout", "batch_size"), self.vocab_size_given
+            )
+        elif self.vocab_size_given is not None:
+            raise MyptError(
+                f"{VOCAB_SIZE_FLAG} {self.vocab_size_given}: the vocabulary size is not a setting but the "
+                "tokenizer's (--data.tokenizer), linked from the data"
             )
         check_last_step(cfg.trainer.max_steps)
         patience, min_delta = cfg.early_stopping.patience, cfg.early_stopping.min_delta
@@ -273,9 +286,13 @@ class MyptCLI(LightningCLI):
         parser.set_defaults(known)
 
     @staticmethod
-    def _check_architecture(cfg, saved: dict, source: Path, allowed: tuple[str, ...]) -> None:
+    def _check_architecture(
+        cfg, saved: dict, source: Path, allowed: tuple[str, ...], vocab_size: str | None = None
+    ) -> None:
         requested = {k: cfg.model[k] for k in ARCHITECTURE_KEYS if k != "vocab_size"}
         requested["batch_size"] = cfg.data.batch_size
+        if vocab_size is not None:  # given on the command line, as text
+            requested["vocab_size"] = int(vocab_size) if vocab_size.strip().isdigit() else vocab_size
         for key, value in requested.items():
             if key in allowed or key not in saved or value == saved[key]:
                 continue
@@ -460,6 +477,23 @@ def _architecture_defaults(config: dict) -> dict[str, Any]:
     defaults = {f"model.{k}": config[k] for k in ARCHITECTURE_KEYS if k in config}
     defaults.update({f"data.{k}": config[k] for k in DATA_ARCHITECTURE_KEYS if k in config})
     return defaults
+
+
+VOCAB_SIZE_FLAG = "--model.vocab_size"
+
+
+def _take_option(args: list[str], flag: str) -> tuple[list[str], str | None]:
+    """`args` without `flag VALUE` (or `flag=VALUE`), and that value (None when absent)."""
+    rest, value = [], None
+    items = iter(args)
+    for item in items:
+        if item == flag:
+            value = next(items, "")
+        elif item.startswith(f"{flag}="):
+            value = item.split("=", 1)[1]
+        else:
+            rest.append(item)
+    return rest, value
 
 
 def _check_accelerator(accelerator: Any) -> None:
