@@ -198,6 +198,17 @@ def test_bad_yaml_config(mypt, saved, text_file, tmp_path, case):
     assert snapshot() == before
 
 
+def test_mypt_debug_shows_the_traceback(mypt, saved, monkeypatch):
+    """MYPT_DEBUG=1: the error is raised with its traceback instead of the one line."""
+    from mypt.errors import MyptError
+
+    monkeypatch.setenv("MYPT_DEBUG", "1")
+    with pytest.raises(MyptError, match="no bundle at nope"):
+        main(["generate", "nope"])
+    with pytest.raises(MyptError, match="val_check_interval must be positive"):
+        main(["fit", *FIT[1:], "--trainer.val_check_interval", "0"])
+
+
 def test_missing_yaml_config(mypt, saved):
     assert_one_error_line(mypt("fit", "--config", "nowhere.yaml"), "nowhere.yaml")
 

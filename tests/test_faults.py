@@ -149,6 +149,25 @@ def test_a_signal_stops_at_a_step_boundary_saves_and_resumes(mypt, text_file, tm
     assert state["step"] == step + 3 and state["training_config"]["start_step"] == step
 
 
+def test_a_second_ctrl_c_stops_at_once_without_saving(text_file, tmp_path):
+    path = tmp_path / "checkpoints" / "sig"
+    slow_steps = ["--data.batch_size", "64", "--model.block_size", "32"]  # both signals land in one step
+    proc = start_fit(
+        *SIGNAL_RUN, *slow_steps, "--data.input_file", text_file, "--model_name", "sig", cwd=tmp_path
+    )
+    with killed_on_failure(proc):
+        wait_for(lambda: (path / bundle.MANIFEST_FILE).is_file(), proc)  # training is under way
+        saved = assert_consistent_bundle(path)
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.02)  # two signals sent at once would reach Python's handler as one
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    assert proc.returncode != 0 and "Traceback" not in err, err[-3000:]
+    assert "mypt: SIGINT again: stopping now, without saving; the last good bundle" in err, err[-3000:]
+    assert "bundle saved to" not in err
+    assert assert_consistent_bundle(path) >= saved  # the bundle on disk is whole
+
+
 # ---------------------------------------------------------------------------------------- divergence
 
 

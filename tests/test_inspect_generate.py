@@ -130,3 +130,17 @@ def test_predict_samples_each_prompt(mypt, trained):
                for seed, prompt in enumerate(["Nel mezzo", "Amor"])]  # fmt: skip
     assert all(len(sample) > len("Nel mezzo") + 100 for sample in samples)  # 200 new characters each
     assert r.out.endswith(samples[0] + samples[1]), (r.out, samples)
+
+
+def test_help_lists_each_option_with_its_description_and_default(mypt):
+    r = mypt("generate", "--help")
+    assert r.code == 0
+    text = " ".join(r.out.split())
+    for expected in ("--prompt PROMPT text the sample continues (default: '\\n')",
+                     "--max_new_tokens MAX_NEW_TOKENS tokens to sample after the prompt (default: 200)",
+                     "(default: 0.8)", "--top_k TOP_K sample from the k most likely tokens only (default: 200)",
+                     "--device DEVICE cpu, cuda or mps (default: cpu)"):  # fmt: skip
+        assert expected in text, (expected, r.out)
+    for command in ("inspect", "list", "export"):
+        r = mypt(command, "--help")
+        assert r.code == 0 and "(default: checkpoints)" in r.out, r

@@ -128,3 +128,18 @@ def test_generate_with_and_without_the_cache_agree_past_block_size():
     cached = model.generate(prompt, 37, temperature=0)
     assert cached.shape == (1, 40)
     assert torch.equal(cached, model.generate(prompt, 37, temperature=0, use_cache=False))
+
+
+@pytest.mark.parametrize(
+    ("impl", "fused", "foreach"),
+    [("auto", True, None), ("fused", True, None), ("foreach", None, True), ("for-loop", None, False)],
+)
+def test_optimizer_impl_picks_the_adamw_kernels(impl, fused, foreach):
+    """--model.optimizer_impl: auto takes the fused kernels on a CPU (the fastest, docs/benchmarks.md)."""
+    from mypt.module import GPTModule
+
+    module = GPTModule(n_layer=1, n_head=2, n_embd=8, block_size=8, vocab_size=16, optimizer_impl=impl)
+    optimizer = module.configure_optimizers()
+    assert optimizer.defaults["fused"] == fused and optimizer.defaults["foreach"] == foreach
+    decayed, other = optimizer.param_groups
+    assert all(p.dim() >= 2 for p in decayed["params"]) and all(p.dim() < 2 for p in other["params"])

@@ -6,11 +6,13 @@ run must resume from it and train on."""
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 import pytest
 from conftest import TINY
 from test_faults import assert_consistent_bundle, kill_and_check
 
+from mypt import bundle
 from mypt.errors import MyptError
 
 KILLS = 24
@@ -59,3 +61,19 @@ def test_random_sigkills_always_leave_a_resumable_bundle(mypt, text_file, tmp_pa
         )
     assert not failures, "\n".join(failures)
     assert in_save >= 1
+
+
+@pytest.mark.stress
+def test_a_compiled_model_trains_saves_plain_weights_and_resumes_uncompiled(mypt, text_file):
+    """--model.compile true (slow to compile on a CPU, hence here): the bundle holds the plain
+    model's weights (no compile wrapper in their names), which a run without compile resumes."""
+    common = [*TINY, "--data.input_file", str(text_file), "--model_name", "compiled"]
+    r = mypt("fit", *common, "--model.compile", "true", "--trainer.max_steps", "4")
+    assert r.code == 0, r
+    weights = bundle.load_model_state(Path("checkpoints/compiled"))
+    assert weights and not any("_orig_mod" in name for name in weights)
+    r = mypt(
+        "fit", "--ckpt_path", "checkpoints/compiled", "--model.compile", "false", "--trainer.max_steps", "6"
+    )
+    assert r.code == 0, r
+    assert assert_consistent_bundle(Path("checkpoints/compiled")) == 6

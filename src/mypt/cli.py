@@ -85,27 +85,23 @@ def _generate(args: argparse.Namespace) -> None:
     print(sample(model, tokenizer, args.prompt, args.max_new_tokens, args.temperature, args.top_k, args.seed))
 
 
-class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Every option with its description and default (a newline prompt shown as '\\n')."""
-
-    def _get_help_string(self, action: argparse.Action) -> str:
-        if "(default" in (action.help or ""):
-            return action.help
-        if action.default == DEFAULT_PROMPT:
-            return f"{action.help} (default: '\\n')"
-        return super()._get_help_string(action)
-
-
 def _reader_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="mypt", description="Train small GPTs on your own text.", formatter_class=_HelpFormatter
+        prog="mypt",
+        description="Train small GPTs on your own text.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", required=True)
     for name in TRAINING_SUBCOMMANDS:
         sub.add_parser(name, help=TRAINING_HELP[name], add_help=False)
 
     def command(name: str, description: str) -> argparse.ArgumentParser:
-        return sub.add_parser(name, help=description, description=description, formatter_class=_HelpFormatter)
+        return sub.add_parser(
+            name,
+            help=description,
+            description=description,
+            formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        )
 
     where = "folder of the bundles a model name is looked up in"
     bundle_help = "a bundle folder, or a model name under --checkpoint_dir"
@@ -130,7 +126,9 @@ def _reader_parser() -> argparse.ArgumentParser:
 
     p = command("generate", "sample text from a bundle")
     p.add_argument("bundle", help=bundle_help)
-    p.add_argument("--prompt", default=DEFAULT_PROMPT, help="text the sample continues")
+    p.add_argument(
+        "--prompt", default=DEFAULT_PROMPT, help="text the sample continues (default: %(default)r)"
+    )
     p.add_argument(
         "--max_new_tokens", type=int, default=DEFAULT_MAX_NEW_TOKENS, help="tokens to sample after the prompt"
     )
@@ -142,7 +140,7 @@ def _reader_parser() -> argparse.ArgumentParser:
         "--top_k", type=int, default=DEFAULT_TOP_K, help="sample from the k most likely tokens only"
     )
     p.add_argument(
-        "--seed", type=int, default=None, help="the same seed gives the same text (default: random)"
+        "--seed", type=int, default=None, help="the same seed gives the same text; none: a random one"
     )
     p.add_argument("--device", default="cpu", help="cpu, cuda or mps")
     p.add_argument("--best", action="store_true", help=BEST_HELP)

@@ -140,7 +140,10 @@ class TrainingDashboard(Callback):
         experiment, start, end = hparams_summaries(params, {tag: 0.0 for tag in HPARAM_METRICS})
         for logger in trainer.loggers:
             if isinstance(logger, TensorBoardLogger):
-                file_writer = logger.experiment._get_file_writer()  # as TensorBoardLogger.log_hyperparams
+                # SummaryWriter's own writer, as TensorBoardLogger.log_hyperparams uses it (that method
+                # would also log each metric as a 0 at step 0); torch is pinned below 3 and
+                # test_dashboards reads the session back
+                file_writer = logger.experiment._get_file_writer()
                 for summary in (experiment, start, end):
                     file_writer.add_summary(summary, trainer.global_step)
 

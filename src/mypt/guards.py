@@ -96,8 +96,13 @@ class RunGuard(Callback):
             self._previous_handlers[signum] = signal.signal(signum, self._request_stop)
 
     def _request_stop(self, signum: int, frame: Any) -> None:
-        if self.stop_signal is not None and signum == signal.SIGINT:
-            raise KeyboardInterrupt  # a second Ctrl-C: stop now
+        if self.stop_signal is not None and signum == signal.SIGINT:  # a second Ctrl-C: stop now
+            print(
+                f"\nmypt: SIGINT again: stopping now, without saving; {self._kept().replace('is kept', 'is intact')}",
+                file=sys.stderr,
+                flush=True,
+            )
+            raise KeyboardInterrupt
         self.stop_signal = signum
         step = f" ({self._trainer.global_step + 1})" if self._trainer is not None else ""
         again = "; Ctrl-C again stops at once, without saving" if signum == signal.SIGINT else ""

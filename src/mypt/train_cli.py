@@ -7,6 +7,7 @@ run, because the weights cannot take it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 import signal
@@ -281,9 +282,13 @@ class MyptCLI(LightningCLI):
 
     def _set_defaults(self, subcommand: str, defaults: dict[str, Any]) -> None:
         parser = self._parser(subcommand)
-        known = {k: v for k, v in defaults.items() if k in _parser_keys(parser) and k != "model.vocab_size"}
-        known.pop("model.init_from", None)  # lineage is recorded in the bundle, not re-applied
-        parser.set_defaults(known)
+        skipped = ("model.vocab_size", "model.init_from")  # linked; lineage is recorded, not re-applied
+        for key, value in defaults.items():
+            if key not in skipped:
+                # a key this command does not take (a setting another version recorded) is left out;
+                # jsonargparse's set_defaults raises KeyError for it, as documented
+                with contextlib.suppress(KeyError):
+                    parser.set_defaults({key: value})
 
     @staticmethod
     def _check_architecture(
@@ -507,10 +512,6 @@ def _check_accelerator(accelerator: Any) -> None:
             "CUDA build on Linux from PyPI and the CPU build from a CPU-only index: on a GPU machine, "
             "reinstall torch from PyPI or pytorch.org's CUDA index; on this one use --trainer.accelerator cpu"
         )
-
-
-def _parser_keys(parser: LightningArgumentParser) -> set[str]:
-    return {action.dest for action in parser._actions}  # noqa: SLF001 - jsonargparse exposes no public list
 
 
 def saved_settings(state: dict) -> dict[str, Any]:
