@@ -136,9 +136,12 @@ def test_generate_with_and_without_the_cache_agree_past_block_size():
 )
 def test_optimizer_impl_picks_the_adamw_kernels(impl, fused, foreach):
     """--model.optimizer_impl: auto takes the fused kernels on a CPU (the fastest, docs/benchmarks.md)."""
+    import lightning.pytorch as pl
+
     from mypt.module import GPTModule
 
     module = GPTModule(n_layer=1, n_head=2, n_embd=8, block_size=8, vocab_size=16, optimizer_impl=impl)
+    module.trainer = pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False)
     optimizer = module.configure_optimizers()
     assert optimizer.defaults["fused"] == fused and optimizer.defaults["foreach"] == foreach
     decayed, other = optimizer.param_groups

@@ -227,7 +227,8 @@ def test_resume_from_another_folder_finds_the_text_and_says_when_it_changed(mypt
         f.write("E quindi uscimmo a riveder le stelle.\n")
     r = mypt("fit", "--ckpt_path", project / "checkpoints/rel", "--trainer.max_steps", "20")
     assert r.code == 0, r
-    assert "the text changed since the bundle was saved" in r.out, r.out
+    assert "the text changed since the bundle was saved (" in r.out and "inferno.txt, sha256 " in r.out, r.out
+    assert "for a new model of it, give another --model_name" in r.out
     assert bundle.load_training_state(project / "checkpoints/rel")["step"] == 20
 
 

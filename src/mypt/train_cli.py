@@ -564,9 +564,11 @@ def resume_report(source: Path, saved: dict, cfg, text_sha256: str | None = None
         lines.append("  settings unchanged: the schedule continues exactly")
     saved_sha256 = saved.get("data", {}).get("sha256")
     if text_sha256 and saved_sha256 and text_sha256 != saved_sha256:
+        trained_on = saved.get("data", {}).get("input_file")
         lines.append(
-            f"  the text changed since the bundle was saved (sha256 {saved_sha256[:12]}… -> "
-            f"{text_sha256[:12]}…): training continues on the new text"
+            f"  the text changed since the bundle was saved ({trained_on}, sha256 {saved_sha256[:12]}… -> "
+            f"{new['data.input_file']}, {text_sha256[:12]}…): training continues on the new text; "
+            "for a new model of it, give another --model_name"
         )
     lines.append(f"  next step's learning rate: {lr_at(step, segments):.6g}")
     return "\n".join(lines)
