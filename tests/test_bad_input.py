@@ -146,7 +146,7 @@ SETTINGS = {
     "vocab_size_given": (["--model.vocab_size=100"], "the vocabulary size is not a setting but the tokenizer's"),
     "val_check_interval_zero": (["--trainer.val_check_interval", "0"], "val_check_interval must be positive"),
     "n_layer_not_a_number": (["--model.n_layer", "two"], "n_layer"),
-    "unknown_tokenizer": (["--data.tokenizer", "bpe"], "unknown tokenizer 'bpe'"),
+    "unknown_tokenizer": (["--data.tokenizer", "wordpiece"], "unknown tokenizer 'wordpiece'"),
     "unknown_flag": (["--model.n_layers", "2"], "n_layers"),
     "strategy_unknown": (["--trainer.strategy", "nope"], "invalid strategy name"),
     "fsdp_sharded_state": (
@@ -343,7 +343,8 @@ def test_tokenizer_whose_vocabulary_disagrees_with_config(mypt, saved):
      (bundle.CONFIG_FILE, {"batch_size": 0}, "batch_size must be a positive integer"),
      (bundle.TRAINING_STATE_FILE, {"step": "ten"}, "step must be a non-negative integer"),
      (bundle.TRAINING_STATE_FILE, {"step": 1}, "come from different saves"),
-     (bundle.TOKENIZER_FILE, {"token_kind": "bpe"}, "unknown token_kind 'bpe'")],
+     (bundle.TOKENIZER_FILE, {"token_kind": "wordpiece"}, "unknown token_kind 'wordpiece'"),
+     (bundle.TOKENIZER_FILE, {"token_kind": "bpe"}, "'tokenizer' must be the JSON object of a Hugging Face")],
 )  # fmt: skip
 def test_json_that_parses_but_holds_impossible_values(mypt, saved, name, change, expect):
     data = json.loads((saved / name).read_text())

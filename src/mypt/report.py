@@ -106,6 +106,12 @@ def parent_of(state: dict) -> str:
     return "-"
 
 
+def tokenizer_label(summary: dict) -> str | None:
+    """`char`, `gpt2`, or `bpe-4096`: a learnt BPE is told apart by its size."""
+    kind = summary.get("token_kind")
+    return f"{kind}-{summary['vocab_size']}" if kind == "bpe" else kind
+
+
 def list_row(info: dict) -> dict:
     """One model's line in `mypt list`, as values (also what `mypt list --json` prints)."""
     state = info["training_state"]
@@ -116,7 +122,7 @@ def list_row(info: dict) -> dict:
         "val_bpb": state.get("val_bpb"),
         "best_val_loss": (info.get("best") or {}).get("val_loss"),
         "best_step": (info.get("best") or {}).get("step"),
-        "tokenizer": info["tokenizer"].get("token_kind"),
+        "tokenizer": tokenizer_label(info["tokenizer"]),
         "params": info["num_params"],
         "size": sum(info["files"].values()),
         "parent": parent_of(state),
