@@ -30,6 +30,16 @@ def _logits_both(bundle_path: str | Path, hf_dir: Path, ids: list[int]) -> tuple
     return ours, theirs
 
 
+def _pipeline_equals_generate(mypt, name: str, out: Path, prompt: str, max_new_tokens: int) -> None:
+    """transformers' pipeline, loading the export by its folder alone, continues a prompt greedily
+    exactly as `mypt generate --temperature 0` does."""
+    generator = transformers.pipeline("text-generation", model=str(out))
+    theirs = generator(prompt, max_new_tokens=max_new_tokens, do_sample=False)[0]["generated_text"]
+    r = mypt("generate", name, "--prompt", prompt, "--max_new_tokens", max_new_tokens, "--temperature", "0")
+    assert r.code == 0, r
+    assert theirs == r.out.removesuffix("\n") and len(theirs) > len(prompt)
+
+
 def _small_gpt2(path: Path, activation: str = "gelu") -> transformers.GPT2LMHeadModel:
     """A GPT-2 that transformers builds and saves locally: the test never downloads anything."""
     torch.manual_seed(0)
@@ -75,6 +85,10 @@ def test_export_char_bundle_gives_equal_logits_and_imports_back(mypt, text_file)
     ids = tokenizer.encode("Nel mezzo del cam")[:16]
     ours, theirs = _logits_both("checkpoints/tiny", Path("out"), ids)
     torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=0)
+    # a tokenizer transformers loads, so that its pipeline works with a char vocabulary too
+    text = "Nel mezzo del cammin\n\n  di nostra vita"
+    assert transformers.AutoTokenizer.from_pretrained("out").encode(text) == tokenizer.encode(text)
+    _pipeline_equals_generate(mypt, "tiny", Path("out"), "Nel mezzo", 6)
 
     # back into mypt: fine-tune from the exported folder; the converted parent keeps the weights exactly
     r = mypt("fit", *TINY, "--data.input_file", text_file, "--model.init_from", "out", "--model_name", "again",
@@ -105,18 +119,55 @@ def test_export_char_bundle_gives_equal_logits_and_imports_back(mypt, text_file)
 
 def test_export_gpt2_bundle_keeps_the_real_vocabulary_and_tokenizer(mypt, text_file):
     r = mypt("fit", *TINY, "--data.input_file", text_file, "--data.tokenizer", "gpt2", "--model.bias", "true",
-             "--model_name", "bpe", "--trainer.max_steps", "2")  # fmt: skip
+             "--model_name", "gpt2", "--trainer.max_steps", "2")  # fmt: skip
     assert r.code == 0, r
-    r = mypt("export", "bpe", "out")
+    r = mypt("export", "gpt2", "out")
     assert r.code == 0, r
     assert json.loads(Path("out/config.json").read_text())["vocab_size"] == GPT2_VOCAB_SIZE
-    _, tokenizer, config = load_model("bpe")
+    _, tokenizer, config = load_model("gpt2")
     assert config["vocab_size"] == GPT2_PADDED_VOCAB_SIZE
     hf_tokenizer = transformers.AutoTokenizer.from_pretrained("out")
     text = "Nel mezzo del cammin di nostra vita"
     assert hf_tokenizer.encode(text) == tokenizer.encode(text)
-    ours, theirs = _logits_both("bpe", Path("out"), tokenizer.encode(text))
+    ours, theirs = _logits_both("gpt2", Path("out"), tokenizer.encode(text))
     torch.testing.assert_close(ours[..., :GPT2_VOCAB_SIZE], theirs, atol=1e-5, rtol=0)
+    _pipeline_equals_generate(mypt, "gpt2", Path("out"), "Nel mezzo", 6)
+
+
+def test_export_bpe_bundle_tokenizer_pipeline_and_back(mypt, text_file):
+    r = mypt("fit", *TINY, "--data.input_file", text_file, "--data.tokenizer", "bpe", "--data.vocab_size", "300",
+             "--model.bias", "true", "--model_name", "own", "--trainer.max_steps", "10")  # fmt: skip
+    assert r.code == 0, r
+    r = mypt("export", "own", "out")
+    assert r.code == 0, r
+    hf_config = json.loads(Path("out/config.json").read_text())
+    assert hf_config["vocab_size"] == 300 and hf_config["bos_token_id"] == hf_config["eos_token_id"] == 0
+    _, tokenizer, config = load_model("own")
+    assert config["vocab_size"] == 320
+    hf_tokenizer = transformers.AutoTokenizer.from_pretrained("out")
+    text = "Nel mezzo\t\tdel cammin 🎉 日本語\n\n\n  perché più là"
+    assert hf_tokenizer.encode(text) == tokenizer.encode(text)
+    assert hf_tokenizer.decode(tokenizer.encode(text)) == text
+    assert hf_tokenizer.eos_token == hf_tokenizer.bos_token == "<|endoftext|>"
+    ours, theirs = _logits_both("own", Path("out"), tokenizer.encode(text)[:16])
+    torch.testing.assert_close(ours[..., :300], theirs, atol=1e-5, rtol=0)
+    _pipeline_equals_generate(mypt, "own", Path("out"), "Nel mezzo", 8)
+
+    # back into mypt: the same BPE, the padding rows restored
+    r = mypt("fit", *TINY, "--data.input_file", text_file, "--model.init_from", "out", "--model_name", "again",
+             "--trainer.max_steps", "1")  # fmt: skip
+    assert r.code == 0, r
+    assert (
+        Path("checkpoints/out-hf/tokenizer.json").read_bytes()
+        == Path("checkpoints/own/tokenizer.json").read_bytes()
+    )
+    assert bundle.load_config(Path("checkpoints/out-hf"))["vocab_size"] == 320
+    model, _, _ = load_model("out-hf")
+    idx = torch.tensor([tokenizer.encode(text)[:16]])
+    with torch.no_grad():
+        back, _ = model(idx, idx)
+    torch.testing.assert_close(back[..., :300], ours[..., :300], atol=1e-5, rtol=0)
+    assert back[..., 300:].max() < back[..., :300].min() - 100  # the padding rows never win
 
 
 def test_fine_tune_from_a_local_gpt2_folder(mypt, text_file):

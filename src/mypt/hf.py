@@ -9,6 +9,13 @@ mypt's GPT is nanoGPT's, which is GPT-2's architecture, so the weights map one t
   rows the tokenizer can produce (its logits over those tokens are exactly mypt's; the padding rows
   name no token). The import adds the 47 padding rows back, built so that their logit is PAD_LOGIT
   for every input (see `padding_rows`), so the imported model's probabilities are GPT-2's.
+- A bpe bundle pads its vocabulary to a multiple of 64 the same way; export and import treat its
+  padding like GPT-2's.
+- Every export carries a tokenizer `AutoTokenizer.from_pretrained` loads (tokenizer.json +
+  tokenizer_config.json), so `pipeline("text-generation", model=out_dir)` works: GPT-2's; a bpe
+  bundle's own BPE (the same JSON, <|endoftext|> as bos/eos); and for a char bundle an equivalent
+  `tokenizers` WordLevel over single characters, whose bos is "\n" (mypt, too, starts an empty
+  prompt from a newline). mypt's own tokenizer.json travels beside them as mypt_tokenizer.json.
 - mypt's MLP uses the exact GELU. A model exported by mypt says so (`activation_function: gelu`)
   and imports back exactly; the published GPT-2 weights use the tanh approximation (`gelu_new`),
   so their logits in mypt differ slightly (the import prints by how much), which fine-tuning absorbs.
@@ -29,11 +36,20 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from tokenizers import Regex, decoders, models, pre_tokenizers
+from tokenizers import Tokenizer as HFTokenizer
 
 from mypt import bundle
 from mypt.errors import MyptError
 from mypt.model import GPT
-from mypt.tokenizer import GPT2_PADDED_VOCAB_SIZE, GPT2_VOCAB_SIZE, GPT2Tokenizer
+from mypt.tokenizer import (
+    GPT2_VOCAB_SIZE,
+    BPETokenizer,
+    CharTokenizer,
+    GPT2Tokenizer,
+    Tokenizer,
+    tokenizer_from_dict,
+)
 
 MYPT_TOKENIZER_FILE = "mypt_tokenizer.json"  # mypt's tokenizer.json, kept beside an export
 CONV1D_SUFFIXES = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
@@ -84,19 +100,20 @@ def hf_state_dict(model: GPT, vocab_rows: int) -> dict[str, torch.Tensor]:
 def export_hf(
     name_or_path: str | os.PathLike, out_dir: str | os.PathLike, root: str = bundle.DEFAULT_ROOT
 ) -> Path:
-    """Write a bundle as a transformers GPT2LMHeadModel folder: config.json, model.safetensors, the
-    GPT-2 tokenizer files for gpt2 bundles, and mypt's tokenizer.json as mypt_tokenizer.json."""
+    """Write a bundle as a transformers GPT2LMHeadModel folder: config.json, model.safetensors, a
+    tokenizer AutoTokenizer loads (tokenizer.json, tokenizer_config.json), and mypt's tokenizer.json
+    as mypt_tokenizer.json."""
     transformers = require_transformers()
     model, tokenizer, config = bundle.load_model(name_or_path, root=root)
     path = bundle.resolve_bundle(name_or_path, root)
     cfg = model.config
-    vocab_rows = GPT2_VOCAB_SIZE if tokenizer.kind == "gpt2" else cfg.vocab_size
+    vocab_rows = token_rows(tokenizer)
+    hf_tokenizer = hf_tokenizer_for(transformers, tokenizer, cfg.block_size)
     hf_config = transformers.GPT2Config(
         vocab_size=vocab_rows, n_positions=cfg.block_size, n_embd=cfg.n_embd, n_layer=cfg.n_layer,
         n_head=cfg.n_head, n_inner=4 * cfg.n_embd, activation_function="gelu", resid_pdrop=cfg.dropout,
         embd_pdrop=cfg.dropout, attn_pdrop=cfg.dropout, layer_norm_epsilon=1e-5, tie_word_embeddings=True,
-        bos_token_id=GPT2_VOCAB_SIZE - 1 if tokenizer.kind == "gpt2" else None,
-        eos_token_id=GPT2_VOCAB_SIZE - 1 if tokenizer.kind == "gpt2" else None,
+        bos_token_id=hf_tokenizer.bos_token_id, eos_token_id=hf_tokenizer.eos_token_id,
     )  # fmt: skip
     hf_model = transformers.GPT2LMHeadModel(hf_config)
     result = hf_model.load_state_dict(hf_state_dict(model, vocab_rows), strict=False)
@@ -108,8 +125,7 @@ def export_hf(
         raise MyptError(f"{out} exists and is not empty: choose a new folder for the export")
     try:
         hf_model.save_pretrained(out, safe_serialization=True)
-        if tokenizer.kind == "gpt2":
-            gpt2_hf_tokenizer(transformers).save_pretrained(out)
+        hf_tokenizer.save_pretrained(out)
         shutil.copyfile(path / bundle.TOKENIZER_FILE, out / MYPT_TOKENIZER_FILE)
         _usual_file_modes(out)
     except OSError as e:
@@ -125,6 +141,50 @@ def _usual_file_modes(folder: Path) -> None:
     for file in folder.iterdir():
         if file.is_file():
             file.chmod(0o666 & ~umask)
+
+
+def token_rows(tokenizer: Tokenizer) -> int:
+    """The embedding rows that name a token: the model's vocabulary without its padding."""
+    if isinstance(tokenizer, GPT2Tokenizer):
+        return GPT2_VOCAB_SIZE
+    if isinstance(tokenizer, BPETokenizer):
+        return tokenizer.n_tokens
+    return tokenizer.vocab_size
+
+
+def hf_tokenizer_for(transformers: Any, tokenizer: Tokenizer, block_size: int) -> Any:
+    """The bundle's tokenizer as a transformers fast tokenizer, checked to encode a probe as mypt does."""
+    if isinstance(tokenizer, GPT2Tokenizer):
+        hf_tokenizer = gpt2_hf_tokenizer(transformers)
+    elif isinstance(tokenizer, BPETokenizer):
+        hf_tokenizer = transformers.PreTrainedTokenizerFast(
+            tokenizer_object=HFTokenizer.from_str(json.dumps(tokenizer.hf_json)),
+            bos_token=tokenizer.eot_text, eos_token=tokenizer.eot_text, clean_up_tokenization_spaces=False,
+        )  # fmt: skip
+    else:
+        hf_tokenizer = transformers.PreTrainedTokenizerFast(
+            tokenizer_object=char_hf_tokenizer(tokenizer),
+            bos_token="\n" if "\n" in tokenizer.chars else None,
+            clean_up_tokenization_spaces=False,
+        )
+    hf_tokenizer.model_max_length = block_size
+    probe = "Nel mezzo del cammin di nostra vita\n  mi ritrovai"
+    if isinstance(tokenizer, CharTokenizer):
+        probe = "".join(ch for ch in probe if ch in tokenizer.chars) or tokenizer.chars[0]
+    if hf_tokenizer.encode(probe) != tokenizer.encode(probe):
+        raise MyptError(
+            f"transformers {transformers.__version__} built a {tokenizer.kind} tokenizer that differs from mypt's"
+        )
+    return hf_tokenizer
+
+
+def char_hf_tokenizer(tokenizer: CharTokenizer) -> HFTokenizer:
+    """A `tokenizers` equivalent of a char vocabulary: every character its own word, looked up in
+    the vocabulary, joined back without spaces. A character outside it is an error, as in mypt."""
+    hf = HFTokenizer(models.WordLevel({ch: i for i, ch in enumerate(tokenizer.chars)}, unk_token=None))
+    hf.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
+    hf.decoder = decoders.Fuse()
+    return hf
 
 
 def gpt2_hf_tokenizer(transformers: Any) -> Any:
@@ -231,7 +291,13 @@ def import_hf(source: str, dest: str | os.PathLike) -> Path:
     hf_config = hf_model.config
     _check_convertible(source, hf_config)
     tokenizer = _tokenizer_for(source, hf_model)
-    vocab_rows = GPT2_PADDED_VOCAB_SIZE if tokenizer["token_kind"] == "gpt2" else hf_config.vocab_size
+    ours = tokenizer_from_dict(tokenizer, f"{source}/{MYPT_TOKENIZER_FILE}")
+    if token_rows(ours) != hf_config.vocab_size:
+        raise MyptError(
+            f"{source} has {hf_config.vocab_size} embedding rows but its {ours.kind} tokenizer "
+            f"{token_rows(ours)} tokens: the tokenizer does not belong to these weights"
+        )
+    vocab_rows = ours.vocab_size  # with the padding rows mypt's vocabulary has
     config = {
         "batch_size": IMPORT_BATCH_SIZE,
         "block_size": hf_config.n_positions,
