@@ -14,7 +14,7 @@ from tensorboard.util.tensor_util import make_ndarray
 from test_bad_input import _rewrite_manifest, assert_one_error_line, snapshot
 
 from mypt import bundle
-from mypt.bpe import train_bpe
+from mypt.bpe import sample_chunks, train_bpe
 from mypt.dashboard import SAMPLE_TAG
 
 # characters a BPE learnt from Dante never saw (emoji, CJK), tab runs, blank-line runs, accents
@@ -145,3 +145,15 @@ def test_bpe_bad_inputs(mypt, bpe_text, tmp_path):
         mypt("generate", "b"), "400-token BPE (448 rows padded) but config.json says vocab_size 320"
     )
     assert snapshot() == before
+
+
+def test_a_large_training_split_is_sampled_evenly():
+    chunks = [f"{i}é" * 10 + "\n" for i in range(10)]  # 31 bytes each
+    assert list(sample_chunks(chunks, 310, sample_bytes=310)) == chunks
+    assert list(sample_chunks(chunks, 310, sample_bytes=100)) == chunks[::4]  # every 4th chunk
+    head = list(sample_chunks(chunks, 36, sample_bytes=1000))  # the split ends inside chunk 1
+    assert head == [chunks[0], "1é1"] and len("".join(head).encode()) <= 36
+    piece = dante_text(20_000)
+    n = len(piece.encode())
+    tokenizer = train_bpe(sample_chunks([piece] * 8, 8 * n, 2 * n), 300, text_bytes=8 * n)
+    assert tokenizer.trained_on["text_bytes"] == 8 * n and tokenizer.trained_on["sample_bytes"] == 2 * n

@@ -72,7 +72,10 @@ def _export(args: argparse.Namespace) -> None:
 
     source = resolve_best(args.bundle, args.checkpoint_dir) if args.best else args.bundle
     out = export_hf(source, args.out, args.checkpoint_dir)
-    print(f"exported {source} to {out} (transformers GPT2LMHeadModel)")
+    print(
+        f"exported {source} to {out} (a transformers GPT2LMHeadModel and its tokenizer; "
+        f"try: pipeline('text-generation', model='{out}'))"
+    )
 
 
 def _generate(args: argparse.Namespace) -> None:
