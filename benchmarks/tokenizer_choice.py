@@ -1,7 +1,7 @@
 """Which tokenizer for my text? char, gpt2 and a learnt BPE (two sizes), each trained for the same
 wall-clock budget, compared by validation bits per byte.
 
-    python benchmarks/tokenizer_choice.py [--budget 120] [--threads 1] [--text divina_commedia.txt]
+    python benchmarks/tokenizer_choice.py [--budget 120] [--threads 1] [--text divina_commedia.txt|PATH]
 
 Each tokenizer trains configs/dante_cpu.yaml's model (4 layers, 128 wide, context 64 tokens, batch
 12) through `mypt fit`. The budget is made equal by measuring first: a short run times the median
@@ -10,8 +10,9 @@ real run gets max_steps = budget / step time, so its cosine schedule ends where 
 Time is the training process's CPU time with one torch thread: on an idle core that is the
 wall-clock time, and on a machine shared with other jobs it stays steady where wall time does not.
 Validation loss is per token, and a token is one character for char but several for a BPE, so
-they compare only per byte of text: bits/byte = val loss (nats/token) / ln 2 x tokens/byte, with
-tokens/byte counted on the validation split itself. Writes benchmarks/results/tokenizers.json.
+they compare only per byte of text: mypt's val/bpb (the validation's nats / ln 2 / the UTF-8 bytes
+of the windows it scored), or where a version of mypt does not log it, val loss / ln 2 x the
+validation split's tokens/byte, which estimates the same figure. Writes benchmarks/results/tokenizers.json.
 """
 
 from __future__ import annotations
@@ -145,12 +146,12 @@ def main() -> int:
     parser.add_argument(
         "--threads", type=int, default=1, help="torch threads (1: steadier on a shared machine)"
     )
-    parser.add_argument("--text", default="divina_commedia.txt")
+    parser.add_argument("--text", default="divina_commedia.txt", help="a file, or a name in data/")
     parser.add_argument("--only", nargs="+", choices=list(TOKENIZERS), default=list(TOKENIZERS))
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "tokenizers.json")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    text = find_text(args.text)
+    text = Path(args.text) if Path(args.text).is_file() else find_text(args.text)
     with tempfile.TemporaryDirectory() as tmp:
         results = measure(text, args.budget, Path(tmp), args.only)
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -45,6 +45,7 @@ def test_bpe_fit_generate_resume_fine_tune(mypt, bpe_text, tmp_path):
     data = json.loads(tokenizer_json)
     assert data["token_kind"] == "bpe" and data["tokenizer"]["model"]["type"] == "BPE"
     assert bundle.load_config(saved)["vocab_size"] == 320  # 300 padded to a multiple of 64
+    assert 0 < bundle.load_training_state(saved)["val_bpb"] < 12  # bits per byte from its token_byte_lengths
     # the token cache is keyed by the tokenizer's own hash
     ident = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
     assert [p.name for p in Path("token_cache").glob("*.json")] == [
