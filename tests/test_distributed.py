@@ -432,3 +432,18 @@ def test_strategies_whose_checkpoints_bypass_the_bundle_are_refused_before_train
         check_strategy(ModelParallelStrategy())
     with pytest.raises(MyptError, match="state_dict_type must be 'full'"):
         check_strategy(BundleFSDPStrategy(state_dict_type="sharded"))
+
+
+def test_a_whole_copy_for_samples_goes_to_the_gpu_only_when_it_fits(monkeypatch):
+    """Under FSDP the validation sample runs on a whole copy of the model on rank zero: on its GPU while
+    there is room for twice the copy, else on the CPU rather than out of memory."""
+    from mypt.fsdp import copy_device
+    from mypt.model import GPT, GPTConfig
+
+    copy = GPT(GPTConfig(block_size=8, vocab_size=16, n_layer=1, n_head=2, n_embd=8))
+    size = sum(t.numel() * t.element_size() for t in copy.state_dict().values())
+    gpu = torch.device("cuda", 1)
+    for free, expected in ((3 * size, gpu), (size, torch.device("cpu"))):
+        monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device, free=free: (free, 80 * 2**30))
+        assert copy_device(gpu, copy) == expected
+    assert copy_device(torch.device("cpu"), copy) == torch.device("cpu")

@@ -156,4 +156,15 @@ def whole_model(trainer: pl.Trainer, model: GPT) -> Iterator[GPT | None]:
         return
     copy = GPT(model.config)
     copy.load_state_dict({k.removeprefix("model."): v for k, v in state.items()})
-    yield copy.to(trainer.strategy.root_device)
+    yield copy.to(copy_device(trainer.strategy.root_device, copy))
+
+
+def copy_device(device: torch.device, copy: torch.nn.Module) -> torch.device:
+    """Where a whole copy of a sharded model goes: rank zero's GPU while it has room for the copy twice
+    over (its weights, and the sampling's working memory), else the CPU: FSDP is for models near the
+    GPU's limit, and a copy there would run it out of memory (sampling on the CPU is slower, no worse)."""
+    if device.type != "cuda":
+        return device
+    free, _ = torch.cuda.mem_get_info(device)
+    needed = sum(t.numel() * t.element_size() for t in copy.state_dict().values())
+    return device if free > 2 * needed else torch.device("cpu")
