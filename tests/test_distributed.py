@@ -148,32 +148,30 @@ def expected_batches(text_file: Path, rank: int, first: int, count: int) -> list
     return [batch_digest(next(stream)[0]) for _ in range(count)]
 
 
+def fit_ddp(name: str, max_steps: int, probe_dir: Path, *callbacks: dict):
+    """`mypt fit --ckpt_path checkpoints/NAME` over 2 CPU processes with a BatchProbe; returns the
+    result and each rank's report."""
+    probe = {"class_path": "test_distributed.BatchProbe", "init_args": {"out_dir": str(probe_dir)}}
+    r = run_mypt_subprocess(
+        "fit", "--ckpt_path", f"checkpoints/{name}", "--trainer.max_steps", max_steps,
+        "--trainer.strategy", "ddp", "--trainer.devices", "2", "--trainer.accelerator", "cpu",
+        "--trainer.callbacks", json.dumps([probe, *callbacks]), cwd=Path.cwd(), env=TESTS_ON_PATH,
+    )  # fmt: skip
+    reports = {n: json.loads((probe_dir / f"rank{n}.json").read_text()) for n in (0, 1)}
+    return r, reports
+
+
 def test_ddp_resumes_a_single_process_bundle_and_back(mypt, text_file, tmp_path):
-    """One process to step 10, then DDP over 2 processes to step 30 (with dropout: each rank its own
-    seed), then one process again. A copy of the DDP run stopped by SIGTERM at step 20 and resumed
-    equals the uninterrupted one bit for bit, on every rank: each rank's RNG states are its own."""
+    """One process to step 10, then DDP over 2 processes to step 20 (with dropout: each rank its own
+    seed), then one process again; predict over 2 processes prints what one process prints."""
     r = mypt("fit", *QUICK, "--data.input_file", text_file, "--model_name", "dp", "--trainer.max_steps", "10",
              "--model.dropout", "0.1")  # fmt: skip
     assert r.code == 0, r
     path = Path("checkpoints/dp")
     single_files = sorted(os.listdir(path))
     config_before = (path / bundle.CONFIG_FILE).read_bytes()
-    shutil.copytree(path, "checkpoints/stopped")
 
-    def ddp(name: str, probe_dir: str, *callbacks: dict):
-        probe = {
-            "class_path": "test_distributed.BatchProbe",
-            "init_args": {"out_dir": str(tmp_path / probe_dir)},
-        }
-        r = run_mypt_subprocess(
-            "fit", "--ckpt_path", f"checkpoints/{name}", "--trainer.max_steps", "30",
-            "--trainer.strategy", "ddp", "--trainer.devices", "2", "--trainer.accelerator", "cpu",
-            "--trainer.callbacks", json.dumps([probe, *callbacks]), cwd=tmp_path, env=TESTS_ON_PATH,
-        )  # fmt: skip
-        reports = {n: json.loads((tmp_path / probe_dir / f"rank{n}.json").read_text()) for n in (0, 1)}
-        return r, reports
-
-    r, reports = ddp("dp", "probe")
+    r, reports = fit_ddp("dp", 20, tmp_path / "probe")
     assert r.code == 0, r
     assert "terminate called" not in r.err, r.err[-3000:]  # no rank aborts at exit
     assert "DDP over 2 processes: 2 x 4 sequences per step (8 in all" in r.out  # said once, at the start
@@ -181,49 +179,63 @@ def test_ddp_resumes_a_single_process_bundle_and_back(mypt, text_file, tmp_path)
     assert [reports[n]["seed"] for n in (0, 1)] == [1337, 1338]  # seed + rank: different dropout masks
     # each rank drew its own batches, continuing its stream from step 10
     for rank, rep in reports.items():
-        assert rep["batches"] == expected_batches(text_file, rank, 10, 20), rank
+        assert rep["batches"] == expected_batches(text_file, rank, 10, 10), rank
     assert not set(reports[0]["batches"]) & set(reports[1]["batches"])
-    # the bundle was written by rank zero only (at the validations of steps 20 and 30)
-    assert reports[0]["saves"] == [20, 30] and reports[1]["saves"] == []
+    # the bundle was written by rank zero only, once (at the validation of step 20), with each
+    # rank's own RNG states
+    assert reports[0]["saves"] == [20] and reports[1]["saves"] == []
     assert sorted(os.listdir(path)) == single_files  # the same format
     assert (path / bundle.CONFIG_FILE).read_bytes() == config_before
-    assert assert_consistent_bundle(path) == 30
+    assert assert_consistent_bundle(path) == 20
     assert not [p for p in Path("checkpoints").iterdir() if p.name.startswith(".")]
+    rng = next(iter(bundle.load_optimizer_state(path)["callbacks"].values()))["rng_per_rank"]
+    assert len(rng) == 2 and not torch.equal(rng[0]["torch"], rng[1]["torch"])
 
-    stop = {"class_path": "test_distributed.SigtermToRankZero", "init_args": {"at_step": 13}}
-    r, first = ddp("stopped", "probe_first", stop)
-    assert r.code == 128 + signal.SIGTERM and "stopped by SIGTERM at step 20" in r.err, r
-    r, second = ddp("stopped", "probe_second")
+    r = mypt("fit", "--ckpt_path", "checkpoints/dp", "--trainer.max_steps", "25")  # and back to one process
     assert r.code == 0, r
-    for rank in (0, 1):
-        assert first[rank]["losses"] + second[rank]["losses"] == reports[rank]["losses"], rank
-    stopped = Path("checkpoints/stopped")
-    assert bundle.load_model_state(stopped).keys() == bundle.load_model_state(path).keys()
-    for key, value in bundle.load_model_state(path).items():
-        assert torch.equal(bundle.load_model_state(stopped)[key], value), key
-    rng = [bundle.load_optimizer_state(d)["callbacks"] for d in (path, stopped)]
-    assert len(next(iter(rng[0].values()))["rng_per_rank"]) == 2  # each rank's own states
-
-    r = mypt("fit", "--ckpt_path", "checkpoints/dp", "--trainer.max_steps", "35")  # and back to one process
-    assert r.code == 0, r
-    assert assert_consistent_bundle(path) == 35
+    assert assert_consistent_bundle(path) == 25
     history = json.loads((path / bundle.TRAINING_STATE_FILE).read_text())["history"]
     assert [(h["start_step"], h["end_step"], h["world_size"]) for h in history] == [
         (0, 10, 1),
-        (10, 30, 2),
-        (30, 35, 1),
+        (10, 20, 2),
+        (20, 25, 1),
     ]
 
     # predict over 2 processes prints each sample once, in order: what one process prints
-    prompts = ["--data.prompts", '["Nel", "Amor", "Per"]']
-    one = mypt("predict", "--ckpt_path", "checkpoints/dp", *prompts, "--trainer.enable_progress_bar", "false")
+    prompts = ["--data.prompts", '["Nel", "Amor", "Per"]', "--trainer.enable_progress_bar", "false"]
+    one = mypt("predict", "--ckpt_path", "checkpoints/dp", *prompts)
     assert one.code == 0, one
     r = run_mypt_subprocess(
-        "predict", "--ckpt_path", "checkpoints/dp", *prompts, "--trainer.enable_progress_bar", "false",
+        "predict", "--ckpt_path", "checkpoints/dp", *prompts,
         "--trainer.strategy", "ddp", "--trainer.devices", "2", "--trainer.accelerator", "cpu", cwd=tmp_path,
     )  # fmt: skip
     assert r.code == 0, r
     assert one.out.startswith("Nel") and r.out == one.out, (r.out, one.out)
+
+
+@pytest.mark.stress
+def test_a_stopped_ddp_run_resumes_bit_for_bit_on_every_rank(mypt, text_file, tmp_path):
+    """With dropout, a DDP run stopped by SIGTERM at step 20 and resumed to step 30 equals the
+    uninterrupted run bit for bit, on every rank (each step's loss, the final weights): each rank's
+    RNG states are its own, saved and restored. (Four runs of two processes: `make stress`.)"""
+    r = mypt("fit", *QUICK, "--data.input_file", text_file, "--model_name", "whole", "--trainer.max_steps", "10",
+             "--model.dropout", "0.1")  # fmt: skip
+    assert r.code == 0, r
+    shutil.copytree("checkpoints/whole", "checkpoints/stopped")
+    r, whole = fit_ddp("whole", 30, tmp_path / "probe_whole")
+    assert r.code == 0, r
+    stop = {"class_path": "test_distributed.SigtermToRankZero", "init_args": {"at_step": 13}}
+    r, first = fit_ddp("stopped", 30, tmp_path / "probe_first", stop)
+    assert r.code == 128 + signal.SIGTERM and "stopped by SIGTERM at step 20" in r.err, r
+    r, second = fit_ddp("stopped", 30, tmp_path / "probe_second")
+    assert r.code == 0, r
+    for rank in (0, 1):
+        assert len(whole[rank]["losses"]) == 20
+        assert first[rank]["losses"] + second[rank]["losses"] == whole[rank]["losses"], rank
+    weights = [bundle.load_model_state(Path(f"checkpoints/{name}")) for name in ("whole", "stopped")]
+    assert weights[0].keys() == weights[1].keys()
+    for key, value in weights[0].items():
+        assert torch.equal(weights[1][key], value), key
 
 
 def test_disk_full_on_rank_zero_stops_every_rank_with_one_reason(text_file, tmp_path):
