@@ -253,7 +253,8 @@ class GPTModule(pl.LightningModule):
         # torch 2.13's ShardedGradScaler (FSDP with 16-mixed) hands the optimizer a found-inf flag of
         # shape (1,) once the gradients are unscaled, which fused AdamW's step cannot take
         # (pytorch/pytorch#140514): there the multi-tensor kernels step instead
-        sharded_scaler = isinstance(getattr(self.trainer.precision_plugin, "scaler", None), ShardedGradScaler)
+        precision = getattr(self._trainer, "precision_plugin", None)  # None: called without a Trainer
+        sharded_scaler = isinstance(getattr(precision, "scaler", None), ShardedGradScaler)
         if impl == "fused" and sharded_scaler:
             raise MyptError(
                 "--model.optimizer_impl fused cannot step under FSDP with 16-mixed precision (torch's sharded "
