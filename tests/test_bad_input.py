@@ -8,6 +8,7 @@ prove that nothing else, a traceback or a usage text, reaches the terminal.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
 import shutil
@@ -15,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import lightning.pytorch  # noqa: F401 - imported here, Lightning's log handler writes to the session's stderr
+import numpy as np
 import pytest
 import torch
 from conftest import TINY, dante_text, run_mypt_subprocess
@@ -79,6 +81,7 @@ def assert_one_error_line(r, expect: str) -> None:
 def _write(name: str, data: bytes | str) -> Callable[[Path], str]:
     def make(tmp: Path) -> str:
         path = tmp / name
+        path.parent.mkdir(parents=True, exist_ok=True)
         if isinstance(data, bytes):
             path.write_bytes(data)
         else:
@@ -88,14 +91,60 @@ def _write(name: str, data: bytes | str) -> Callable[[Path], str]:
     return make
 
 
+OK = dante_text(3000)  # a good text beside a bad one
 INPUT_FILES = {
     "missing": (lambda tmp: str(tmp / "nowhere.txt"), "does not exist"),
     "empty": (_write("empty.txt", b""), "is empty"),
     "binary": (_write("blob.txt", b"Nel mezzo\x00\x01\x02\xff" * 100), "looks binary"),
     "not_utf8": (_write("latin1.txt", "perché la diritta via era smarrita\n".encode("latin-1") * 50), "not UTF-8"),
-    "directory": (lambda tmp: (tmp / "a_folder").mkdir() or str(tmp / "a_folder"), "is a directory"),
     "shorter_than_a_window": (_write("short.txt", "Nel mezzo del cammin\n"), "too short for block_size"),
+    # a corpus: folders, globs, lists, JSONL, Parquet, token shards
+    "empty_folder": (lambda tmp: (tmp / "a_folder").mkdir() or str(tmp / "a_folder"), "folder"),
+    "glob_matching_nothing": (lambda tmp: str(tmp / "books" / "*.txt"), "pattern"),
+    "folder_without_text": (lambda tmp: _folder(tmp, {"photo.png": b"\x89PNG"}), "holds no text files"),
+    "only_empty_files": (lambda tmp: _folder(tmp, {"a.txt": "", "b.md": ""}), "is empty"),
+    "binary_among_many": (lambda tmp: _folder(tmp, {"a.txt": OK, "b.txt": b"Nel mezzo\x00"}),
+                          "b.txt looks binary (NUL byte at offset 9)"),
+    "not_utf8_among_many": (lambda tmp: _folder(tmp, {"a.txt": OK, "c.txt": OK.encode() + b"perch\xe9"}),
+                            f"c.txt is not UTF-8 text (bad byte at offset {len(OK.encode()) + 5})"),
+    "symlink_loop": (lambda tmp: _folder(tmp, {"a.txt": OK}, link=("sub/loop", "..")), "symlink loop"),
+    "same_file_twice": (lambda tmp: f"[{_write('x.txt', OK)(tmp)}, {tmp}/./x.txt]", "named twice"),
+    "jsonl_not_json": (_write("notes.jsonl", '{"text": "Nel mezzo"}\n{oops\n'), "notes.jsonl line 2 is not JSON"),
+    "jsonl_without_field": (_write("notes.jsonl", '{"body": "Nel mezzo"}\n'), "line 1 has no text field 'text'"),
+    "shard_of_another_version": (lambda tmp: _shard(tmp, version=2), "has version 2"),
+    "shard_truncated": (lambda tmp: _shard(tmp, n=5000), "truncated"),
+    "shard_with_ids_beyond_gpt2": (lambda tmp: _shard(tmp, ids=[1, 2, 3, 50257]), "outside GPT-2"),
 }  # fmt: skip
+
+
+def _folder(tmp: Path, files: dict[str, str | bytes], link: tuple[str, str] | None = None) -> str:
+    for name, data in files.items():
+        _write(name, data)(tmp / "books")
+    if link:
+        (tmp / "books" / link[0]).parent.mkdir(parents=True, exist_ok=True)
+        (tmp / "books" / link[0]).symlink_to(link[1])
+    return str(tmp / "books")
+
+
+def _shard(tmp: Path, version: int = 1, n: int | None = None, ids: list[int] | None = None) -> str:
+    ids = ids or list(range(1000, 3000))
+    header = np.zeros(256, dtype="<i4")
+    header[:3] = [20240520, version, len(ids) if n is None else n]
+    path = tmp / "train_000.bin"
+    path.write_bytes((header.tobytes() if ids[-1] < 50257 else b"") + np.asarray(ids, "<u2").tobytes())
+    return str(path)
+
+
+if importlib.util.find_spec("pyarrow"):
+
+    def _parquet(tmp: Path) -> str:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        pq.write_table(pa.table({"body": [OK]}), tmp / "rows.parquet")
+        return str(tmp / "rows.parquet")
+
+    INPUT_FILES["parquet_without_the_column"] = (_parquet, "rows.parquet has no column 'text'")
 
 
 @pytest.mark.parametrize("case", list(INPUT_FILES))

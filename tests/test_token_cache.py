@@ -6,20 +6,22 @@ import numpy as np
 import pytest
 
 from mypt import token_cache
+from mypt.corpus import iter_text_chunks
 from mypt.errors import MyptError
-from mypt.token_cache import iter_text_chunks, load_tokens
+from mypt.token_cache import load_tokens
 from mypt.tokenizer import CharTokenizer, GPT2Tokenizer
 
 
-def count_encodes(monkeypatch) -> list[int]:
-    calls: list[int] = []
-    original = token_cache._encoded_chunks
+def count_encodes(monkeypatch) -> list[str]:
+    """The source of every cache entry written (one per file tokenised)."""
+    calls: list[str] = []
+    original = token_cache._write_entry
 
-    def counting(path, tokenizer):
-        calls.append(1)
-        return original(path, tokenizer)
+    def counting(cache, key, file, *args):
+        calls.append(file.path.name)
+        return original(cache, key, file, *args)
 
-    monkeypatch.setattr(token_cache, "_encoded_chunks", counting)
+    monkeypatch.setattr(token_cache, "_write_entry", counting)
     return calls
 
 
@@ -47,12 +49,12 @@ def test_edited_file_or_other_tokenizer_is_tokenised_again(text_file, tmp_path):
 
 
 def test_chunked_tokenisation_equals_whole_text(text_file, tmp_path, monkeypatch):
-    monkeypatch.setattr(token_cache, "CHUNK_BYTES", 1000)  # force many chunks, cut at newlines
+    monkeypatch.setattr(token_cache, "CHUNK_BYTES", 1000)  # force many chunks
     text = text_file.read_text(encoding="utf-8")
     chars = load_tokens(text_file, "char", cache_dir=tmp_path / "c")
     assert chars.tokens.tolist() == CharTokenizer.from_text(text).encode(text)
     gpt2 = load_tokens(text_file, "gpt2", cache_dir=tmp_path / "c")
-    assert gpt2.tokens.tolist() == GPT2Tokenizer().encode(text)  # newline cuts do not split tokens here
+    assert gpt2.tokens.tolist() == GPT2Tokenizer().encode(text)
     assert "".join(iter_text_chunks(text_file, 1000)) == text
 
 

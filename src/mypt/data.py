@@ -1,22 +1,52 @@
-"""Text in, batches out: the LightningDataModule that owns the corpus and its tokenisation."""
+"""Text in, batches out: the LightningDataModule that owns the corpus, its split and its windows.
+
+The split. One document (a single text file) keeps the positional split: the first `train_split`
+of its tokens train, the rest validates. Several documents are each split the same way (the first
+90% of every input file trains, the last 10% validates; a JSONL or Parquet file counts as one, its
+records joined), and the pieces are joined by the tokenizer's document separator, so validation is
+drawn from every book rather than the tail of the last one. `--data.val_files` names a held-out set
+instead: then every input file trains whole. Token shards whose name says val (nanoGPT's `val.bin`,
+llm.c's `*_val_*.bin`) validate and the others train; shards without one are split like documents.
+The joined streams are views over the memory-mapped arrays, never copies.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import os
 import re
+import sys
 import urllib.request
 from pathlib import Path
 
 import lightning.pytorch as pl
 import numpy as np
 import torch
+from lightning.pytorch.utilities import rank_zero_only
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
-from mypt.bpe import check_vocab_size, sample_chunks, train_bpe
+from mypt.bpe import BPE_SAMPLE_BYTES, check_vocab_size, sample_chunks, train_bpe
 from mypt.bundle import read_json
+from mypt.corpus import (
+    InputFile,
+    absolute_spec,
+    combined_digest,
+    file_digest,
+    is_validation_shard,
+    iter_texts,
+    open_shard,
+    resolve_inputs,
+)
 from mypt.errors import MyptError
-from mypt.token_cache import TokenCache, check_text_file, iter_text_chunks, load_tokens
-from mypt.tokenizer import TOKENIZER_KINDS, CharTokenizer, Tokenizer, UnknownCharacter, tokenizer_from_dict
+from mypt.token_cache import CHUNK_BYTES, default_cache_dir, load_corpus
+from mypt.tokenizer import (
+    TOKENIZER_KINDS,
+    CharTokenizer,
+    GPT2Tokenizer,
+    Tokenizer,
+    UnknownCharacter,
+    tokenizer_from_dict,
+)
 
 MAX_CHARACTERS_SHOWN = 5  # of the characters a saved vocabulary lacks, the most frequent are named
 DEFAULT_BPE_VOCAB_SIZE = 4096
@@ -39,8 +69,62 @@ def _window_rng(seed: int, *stream: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([seed, *stream]))
 
 
-def _windows(tokens: np.ndarray, starts: np.ndarray, block_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    rows = np.asarray(tokens[starts[:, None] + np.arange(block_size + 1)], dtype=np.int64)
+class Joined:
+    """Several token arrays read as one stream, without copying them."""
+
+    def __init__(self, pieces: list[np.ndarray]) -> None:
+        self.pieces = [p for p in pieces if len(p)]
+        self.ends = np.cumsum([len(p) for p in self.pieces])
+        self.dtype = self.pieces[0].dtype
+
+    def __len__(self) -> int:
+        return int(self.ends[-1])
+
+    def read(self, start: int, n: int) -> np.ndarray:
+        """`n` tokens from position `start`, across pieces when the window crosses one."""
+        i = int(np.searchsorted(self.ends, start, side="right"))
+        out = []
+        while n > 0:
+            begin = int(self.ends[i - 1]) if i else 0
+            piece = self.pieces[i][start - begin : start - begin + n]
+            out.append(piece)
+            n -= len(piece)
+            start += len(piece)
+            i += 1
+        return out[0] if len(out) == 1 else np.concatenate(out)
+
+    def __getitem__(self, key: slice) -> np.ndarray:
+        start, stop, step = key.indices(len(self))
+        if step != 1:
+            raise IndexError("a joined token stream reads contiguous slices only")
+        return self.read(start, max(0, stop - start))
+
+
+def join(pieces: list[np.ndarray], eot_id: int | None) -> np.ndarray | Joined:
+    """The pieces as one stream with the separator between them (one piece: itself)."""
+    pieces = [p for p in pieces if len(p)]
+    if len(pieces) <= 1:
+        return pieces[0] if pieces else np.zeros(0, np.uint16)
+    sep = [np.asarray([eot_id], dtype=pieces[0].dtype)] if eot_id is not None else []
+    joined = [pieces[0]]
+    for p in pieces[1:]:
+        joined += [*sep, p]
+    return Joined(joined)
+
+
+def split(arrays: list[np.ndarray], fraction: float) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """The first `fraction` of each array trains, the rest validates."""
+    cuts = [int(len(a) * fraction) for a in arrays]
+    return [a[:n] for a, n in zip(arrays, cuts, strict=True)], [
+        a[n:] for a, n in zip(arrays, cuts, strict=True)
+    ]
+
+
+def _windows(tokens, starts: np.ndarray, block_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    if isinstance(tokens, Joined):
+        rows = np.stack([tokens.read(int(s), block_size + 1) for s in starts]).astype(np.int64)
+    else:
+        rows = np.asarray(tokens[starts[:, None] + np.arange(block_size + 1)], dtype=np.int64)
     batch = torch.from_numpy(rows)
     return batch[:, :-1].contiguous(), batch[:, 1:].contiguous()
 
@@ -90,10 +174,48 @@ class FixedWindows(Dataset):
         return _windows(self.tokens, starts, self.block_size)
 
 
+class Inputs:
+    """The corpus as loaded: each file's ids and digest, the tokenizer, and the train/val streams."""
+
+    def __init__(
+        self,
+        files: list[InputFile],
+        val_files: list[InputFile],
+        arrays: list[np.ndarray],
+        digests: list[str],
+        tokenizer: Tokenizer,
+        hit: bool,
+        cache_dir: Path | None,
+    ) -> None:
+        self.files, self.val_files, self.arrays, self.digests = files, val_files, arrays, digests
+        self.tokenizer, self.hit, self.cache_dir = tokenizer, hit, cache_dir
+        self.train: np.ndarray | Joined = np.zeros(0, np.uint16)
+        self.val: np.ndarray | Joined = np.zeros(0, np.uint16)
+
+    @property
+    def tokens(self) -> np.ndarray | Joined:
+        """Every input's ids as one stream (the train and validation inputs, in order)."""
+        return join(self.arrays, self.tokenizer.eot_id if self.files[0].kind != "shard" else None)
+
+    @property
+    def sha256(self) -> str:
+        return combined_digest(self.digests)
+
+    def records(self) -> list[dict]:
+        """Per file: absolute path, bytes, sha256, and whether it validates (`val_files`)."""
+        out = []
+        for i, (f, digest) in enumerate(zip(self.files + self.val_files, self.digests, strict=True)):
+            entry = {"path": os.path.abspath(f.path), "bytes": f.size, "sha256": digest}
+            if i >= len(self.files):
+                entry["val"] = True
+            out.append(entry)
+        return out
+
+
 class TextDataModule(pl.LightningDataModule):
     def __init__(
         self,
-        input_file: str | None = None,
+        input_file: str | list[str] | None = None,
         tokenizer: str = "char",
         batch_size: int = 32,
         block_size: int = 256,
@@ -105,16 +227,23 @@ class TextDataModule(pl.LightningDataModule):
         cache_dir: str | None = None,
         prompts: list[str] | None = None,
         vocab_size: int | None = None,
+        val_files: str | list[str] | None = None,
+        text_field: str = "text",
     ) -> None:
-        """A UTF-8 text file, tokenised once and served as random windows.
+        """Your corpus, tokenised once and served as random windows.
 
         Args:
-            input_file: Path of the training text (UTF-8).
-            tokenizer: ``char`` (vocabulary = the text's characters), ``gpt2`` (tiktoken's GPT-2 BPE) or
-                ``bpe`` (a byte-level BPE of ``vocab_size`` tokens learnt from the training split).
+            input_file: What to train on: a UTF-8 text file, a folder (walked recursively: .txt .md
+                .rst .tex .org ... files, JSONL, Parquet, .bin token shards; hidden names skipped), a
+                glob ('books/*.txt', quoted), or a list of these ([a.txt, notes/]). Each file (each
+                JSONL/Parquet record) is a document; documents are joined by the tokenizer's separator.
+            tokenizer: ``char`` (vocabulary = the text's characters), ``gpt2`` (tiktoken's GPT-2 BPE;
+                token shards need it) or ``bpe`` (a byte-level BPE of ``vocab_size`` tokens learnt from
+                the training split).
             batch_size: Windows per batch.
             block_size: Tokens per window (linked from ``model.block_size``).
-            train_split: Fraction of the tokens, from the start, used for training; the rest validates.
+            train_split: Fraction of each document's tokens, from its start, used for training; the rest
+                validates (one text file: today's positional 90/10 split).
             seed: Seed of the window sampler.
             url: Where to download ``input_file`` from when it is missing.
             sha256: Expected sha256 of the downloaded file.
@@ -123,6 +252,9 @@ class TextDataModule(pl.LightningDataModule):
             prompts: Texts that ``mypt predict`` continues, one sample each (default: one newline).
             vocab_size: Tokens of a ``bpe`` tokenizer (default 4096); the model's vocab_size is this
                 rounded up to a multiple of 64. Fixed once trained: a resume or fine-tune keeps it.
+            val_files: A held-out validation set (same forms as input_file); then every input file
+                trains whole.
+            text_field: The field of JSONL records (the column of Parquet files) that holds the text.
         """
         super().__init__()
         self.save_hyperparameters(ignore=["vocab_size"])  # the model logs its padded vocab_size
@@ -138,17 +270,22 @@ class TextDataModule(pl.LightningDataModule):
         self.cache_dir = cache_dir
         self.prompts = prompts
         self.bpe_vocab_size = vocab_size  # `vocab_size` is the model's (linked to model.vocab_size)
-        self._cache: TokenCache | None = None
+
+        self.val_files = val_files
+        self.text_field = text_field
+        self._inputs: Inputs | None = None
         self._train: RandomWindows | None = None
 
     # -- the corpus -------------------------------------------------------------------------
 
     def prepare_data(self) -> None:
         """Download the text when it is missing and a URL is configured."""
-        if self.input_file is None:
+        if self.input_file is None or self.input_file == []:
             raise MyptError("no input text: set --data.input_file (or give a config that does)")
+        if not isinstance(self.input_file, str) or not self.url:
+            return
         path = Path(self.input_file)
-        if path.exists() or not self.url:
+        if path.exists():
             return
         print(f"mypt: downloading {self.url} -> {path}")
         try:
@@ -162,29 +299,96 @@ class TextDataModule(pl.LightningDataModule):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text, encoding="utf-8")
 
-    def _load(self) -> TokenCache:
-        if self._cache is None:
+    def _load(self) -> Inputs:
+        if self._inputs is None:
             self._check_settings()
             self.prepare_data()
-            saved = self._saved_tokenizer()
-            tokenizer = saved or (self._train_bpe() if self.tokenizer_kind == "bpe" else None)
-            try:
-                self._cache = load_tokens(self.input_file, self.tokenizer_kind, tokenizer, self.cache_dir)
-            except UnknownCharacter:
-                raise self._outside_the_vocabulary(saved) from None
-            n = len(self._cache.tokens)
-            need = self.block_size + 1
-            n_train = int(n * self.train_split)
-            if n_train < need or n - n_train < need:
+            notes: list[str] = []
+            files = resolve_inputs(self.input_file, notes)
+            val_files = (
+                resolve_inputs(self.val_files, notes, what="validation file") if self.val_files else []
+            )
+            named = {os.path.realpath(f.path): f.path for f in files}
+            for f in val_files:
+                if os.path.realpath(f.path) in named:
+                    raise MyptError(f"{f.path} is named both as an input and as a validation file")
+            if {f.kind == "shard" for f in files} != {f.kind == "shard" for f in val_files} and val_files:
                 raise MyptError(
-                    f"input file {self.input_file} has {n} tokens: too short for block_size {self.block_size} "
-                    f"(each of the train and validation splits needs at least {need} tokens)"
+                    "validation files must be of the same kind as the inputs (token shards or documents)"
                 )
-        return self._cache
+            if rank_zero_only.rank == 0:
+                for note in notes:
+                    print(f"mypt: note: {note}", file=sys.stderr)
+            inputs = (
+                self._shards(files, val_files)
+                if files[0].kind == "shard"
+                else self._documents(files, val_files)
+            )
+            self._split(inputs)
+            self._inputs = inputs
+        return self._inputs
 
-    def _outside_the_vocabulary(self, tokenizer: CharTokenizer) -> MyptError:
-        """Every character of the text that the saved char vocabulary lacks, and what to do about it."""
-        counts = tokenizer.unknown_characters(iter_text_chunks(Path(self.input_file)))
+    def _documents(self, files: list[InputFile], val_files: list[InputFile]) -> Inputs:
+        saved = self._saved_tokenizer()
+        tokenizer = saved or (
+            self._train_bpe(files, whole=bool(val_files)) if self.tokenizer_kind == "bpe" else None
+        )
+        try:
+            corpus = load_corpus(
+                files + val_files, self.tokenizer_kind, tokenizer, self.cache_dir, self.text_field
+            )
+        except UnknownCharacter:
+            raise self._outside_the_vocabulary(saved, files + val_files) from None
+        arrays = [f.tokens for f in corpus.files]
+        digests = [f.sha256 for f in corpus.files]
+        return Inputs(files, val_files, arrays, digests, corpus.tokenizer, corpus.hit, corpus.cache_dir)
+
+    def _shards(self, files: list[InputFile], val_files: list[InputFile]) -> Inputs:
+        if not val_files and any(is_validation_shard(f.path) for f in files):
+            # nanoGPT's val.bin, llm.c's *_val_*.bin: the held-out ids that came with the shards
+            val_files = [f for f in files if is_validation_shard(f.path)]
+            files = [f for f in files if not is_validation_shard(f.path)]
+            if not files:
+                raise MyptError(
+                    "every token shard named is a validation shard (val.bin, *_val_*); name the train shards too"
+                )
+        all_files = files + val_files
+        arrays = [open_shard(f.path) for f in all_files]
+        if self.tokenizer_kind != "gpt2":
+            raise MyptError(
+                f"{files[0].path} is a token shard of GPT-2 ids: train it with --data.tokenizer gpt2"
+            )
+        tokenizer = self._saved_tokenizer() or GPT2Tokenizer()
+        cache = Path(self.cache_dir) if self.cache_dir else default_cache_dir()
+        digests = [file_digest(f.path, cache) for f in all_files]
+        return Inputs(files, val_files, arrays, digests, tokenizer, True, None)
+
+    def _split(self, inputs: Inputs) -> None:
+        eot = inputs.tokenizer.eot_id if inputs.files[0].kind != "shard" else None  # shards carry their own
+        n_train = len(inputs.files)
+        if inputs.val_files:
+            train, val = inputs.arrays[:n_train], inputs.arrays[n_train:]
+        else:
+            train, val = split(inputs.arrays, self.train_split)
+        inputs.train, inputs.val = join(train, eot), join(val, eot)
+        need = self.block_size + 1
+        if len(inputs.train) < need or len(inputs.val) < need:
+            what = (
+                f"input file {self.input_file}"
+                if len(inputs.arrays) == 1
+                else f"the corpus ({len(inputs.arrays)} files)"
+            )
+            raise MyptError(
+                f"{what} has {len(inputs.train) + len(inputs.val)} tokens ({len(inputs.train)} train, "
+                f"{len(inputs.val)} validation): too short for block_size {self.block_size} "
+                f"(each of the train and validation splits needs at least {need} tokens)"
+            )
+
+    def _outside_the_vocabulary(self, tokenizer: CharTokenizer, files: list[InputFile]) -> MyptError:
+        """Every character of the corpus that the saved char vocabulary lacks, and what to do about it."""
+        counts = tokenizer.unknown_characters(
+            text for f in files for text in iter_texts(f, self.text_field, CHUNK_BYTES)
+        )
         shown = ", ".join(f"{ch!r} ({n}x)" for ch, n in counts.most_common(MAX_CHARACTERS_SHOWN))
         more = len(counts) - MAX_CHARACTERS_SHOWN
         parent = Path(self.tokenizer_file).parent
@@ -213,14 +417,21 @@ class TextDataModule(pl.LightningDataModule):
                 )
             check_vocab_size(self.bpe_vocab_size)
 
-    def _train_bpe(self) -> Tokenizer:
-        """A BPE learnt from the training split: the first train_split of the text's bytes (the token
-        split falls at nearly the same place)."""
-        path = Path(self.input_file)
-        check_text_file(path)
-        train_bytes = int(path.stat().st_size * self.train_split)
+    def _train_bpe(self, files: list[InputFile], whole: bool) -> Tokenizer:
+        """A BPE learnt from the training split: the first train_split of each document's bytes (the
+        token split falls at nearly the same place), or every input whole beside --data.val_files;
+        each document sampled in proportion to its share."""
+        shares = [f.size if whole else int(f.size * self.train_split) for f in files]
+        total = max(1, sum(shares))
         vocab_size = self.bpe_vocab_size or DEFAULT_BPE_VOCAB_SIZE
-        return train_bpe(sample_chunks(iter_text_chunks(path), train_bytes), vocab_size, train_bytes)
+        texts = (
+            text
+            for f, share in zip(files, shares, strict=True)
+            for text in sample_chunks(
+                iter_texts(f, self.text_field, CHUNK_BYTES), share, max(1, BPE_SAMPLE_BYTES * share // total)
+            )
+        )
+        return train_bpe(texts, vocab_size, total)
 
     def _saved_tokenizer(self) -> Tokenizer | None:
         if self.tokenizer_file is None:
@@ -241,6 +452,10 @@ class TextDataModule(pl.LightningDataModule):
         return tokenizer
 
     @property
+    def inputs(self) -> Inputs:
+        return self._load()
+
+    @property
     def tokenizer(self) -> Tokenizer:
         return self._load().tokenizer
 
@@ -254,25 +469,33 @@ class TextDataModule(pl.LightningDataModule):
 
     def settings(self) -> dict:
         """The data settings a bundle records (training_state.json `data`)."""
+        inputs = self._load()
+        records = inputs.records()
         return {
             "input_file": self.input_file,
-            "input_path": str(Path(self.input_file).resolve()),  # for a resume from another folder
-            "sha256": self.input_sha256,
+            "input_path": absolute_spec(self.input_file),  # for a resume from another folder
+            "sha256": inputs.sha256,
             "tokenizer": self.tokenizer_kind,
             "batch_size": self.batch_size,
             "block_size": self.block_size,
             "train_split": self.train_split,
             "seed": self.seed,
             "url": self.url,
-            "n_tokens": len(self._load().tokens),
+            "n_tokens": len(inputs.train) + len(inputs.val),
+            "val_files": self.val_files,
+            "text_field": self.text_field,
+            "n_files": len(records),
+            "total_bytes": sum(r["bytes"] for r in records),
+            "n_train_tokens": len(inputs.train),
+            "n_val_tokens": len(inputs.val),
+            "files": records,
         }
 
     # -- Lightning hooks --------------------------------------------------------------------
 
     def setup(self, stage: str) -> None:
-        tokens = self._load().tokens
-        n_train = int(len(tokens) * self.train_split)
-        self.train_tokens, self.val_tokens = tokens[:n_train], tokens[n_train:]
+        inputs = self._load()
+        self.train_tokens, self.val_tokens = inputs.train, inputs.val
 
     def train_dataloader(self) -> DataLoader:
         self._train = RandomWindows(self.train_tokens, self.batch_size, self.block_size, self.seed)

@@ -1,29 +1,50 @@
-"""Tokenise a text file once and keep the ids as a memory-mapped array.
+"""Tokenise each input file once and keep its ids as a memory-mapped array.
 
-The cache key is the file's sha256 plus the tokenizer's identity, so a second run on the same text
-maps the array instead of tokenising again, and an edited file is tokenised afresh. The file is read
-and encoded in chunks that end at a newline, so a corpus of any size never sits in memory as Python
-objects: peak memory is a chunk batch, and the array itself is paged in by the OS.
+Each file has its own cache entry, keyed by the file's sha256, its reader (and text field) and the
+tokenizer's identity: a second run maps the arrays instead of tokenising again, and adding or editing
+one file tokenises only that file (a char vocabulary that gains a character changes every id, so
+then every file is tokenised again). Text files are read in ~1 MiB ranges cut where GPT-2's
+pre-tokeniser splits anyway (`corpus.first_cut`), so the cached ids equal `encode` of the whole
+document; on a large corpus the ranges go to a pool of processes, one per core. A JSONL or Parquet
+file's records are encoded in batches and joined by the tokenizer's document separator. Nothing ever
+holds the corpus in memory: peak memory is a few ranges, and the arrays are paged in by the OS.
 """
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import json
+import multiprocessing
 import os
+import sys
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
-from mypt.bundle import sha256_file
+from mypt.corpus import (
+    InputFile,
+    combined_digest,
+    file_digest,
+    iter_documents,
+    read_text,
+    resolve_inputs,
+    text_ranges,
+)
 from mypt.errors import MyptError
 from mypt.tokenizer import CharTokenizer, Tokenizer, build_tokenizer, tokenizer_from_dict
 
-CHUNK_BYTES = 1 << 20  # 1 MiB of text per chunk
-CHUNKS_PER_BATCH = 16  # chunks handed to tiktoken's threaded batch encoder at once
-CACHE_VERSION = 1
+CHUNK_BYTES = 1 << 20  # 1 MiB of text per range
+CHUNKS_PER_BATCH = 16  # ranges handed to tiktoken's threaded batch encoder at once (one process)
+RECORD_BATCH_BYTES = 1 << 20  # JSONL/Parquet text encoded per batch
+# Below this much text to tokenise one process does it: starting a pool (and building GPT-2's BPE
+# in each worker, ~1 s) costs more than it saves.
+PARALLEL_MIN_BYTES = 64 << 20
+PROGRESS_MIN_BYTES = 32 << 20  # a progress bar for work that takes more than a second or two
+CACHE_VERSION = 2
 
 
 def default_cache_dir() -> Path:
@@ -33,84 +54,50 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "mypt" / "tokens"
 
 
-def check_text_file(path: Path) -> None:
-    if not path.exists():
-        raise MyptError(f"input file {path} does not exist")
-    if path.is_dir():
-        raise MyptError(f"input file {path} is a directory, not a text file")
-    if not path.is_file():
-        raise MyptError(f"input file {path} is not a regular file")
-    if path.stat().st_size == 0:
-        raise MyptError(f"input file {path} is empty")
-
-
-def iter_text_chunks(path: Path, chunk_bytes: int = CHUNK_BYTES) -> Iterator[str]:
-    """UTF-8 text in pieces that end at a newline (or at the end of the file)."""
-    offset = 0
-    rest = b""
-    with open(path, "rb") as f:
-        while True:
-            block = f.read(chunk_bytes)
-            data = rest + block
-            if not block:
-                if data:
-                    yield _decode(data, path, offset)
-                return
-            cut = data.rfind(b"\n")
-            if cut < 0:
-                rest = data
-                continue
-            piece, rest = data[: cut + 1], data[cut + 1 :]
-            yield _decode(piece, path, offset)
-            offset += len(piece)
-
-
-def _decode(data: bytes, path: Path, offset: int) -> str:
-    if b"\x00" in data:
-        raise MyptError(
-            f"input file {path} looks binary (NUL byte at offset {offset + data.index(0)}), not text"
-        )
+def default_workers() -> int:
     try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise MyptError(
-            f"input file {path} is not UTF-8 text (bad byte at offset {offset + e.start})"
-        ) from None
-
-
-def _batched(chunks: Iterator[str], n: int) -> Iterator[list[str]]:
-    batch: list[str] = []
-    for chunk in chunks:
-        batch.append(chunk)
-        if len(batch) == n:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
-
-
-def _encoded_chunks(path: Path, tokenizer: Tokenizer) -> Iterator[np.ndarray]:
-    """The ids of each chunk, in order. Char chunks are encoded one at a time (vectorised already,
-    batching them would only hold more in memory); GPT-2 chunks go to tiktoken's threaded batch
-    encoder CHUNKS_PER_BATCH at a time."""
-    if isinstance(tokenizer, CharTokenizer):
-        for chunk in iter_text_chunks(path):
-            yield tokenizer.encode_array(chunk)
-        return
-    for batch in _batched(iter_text_chunks(path), CHUNKS_PER_BATCH):
-        for ids in tokenizer.encode_batch(batch):
-            yield np.asarray(ids)
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS
+        return os.cpu_count() or 1
 
 
 class TokenCache:
-    """Token ids of one text file under one tokenizer, memory-mapped from the cache folder."""
+    """The token ids of one input file under one tokenizer, memory-mapped from the cache folder."""
 
-    def __init__(self, tokens: np.ndarray, tokenizer: Tokenizer, sha256: str, path: Path, hit: bool) -> None:
+    def __init__(
+        self, tokens: np.ndarray, tokenizer: Tokenizer, sha256: str, path: Path, hit: bool, file: InputFile
+    ) -> None:
         self.tokens = tokens
         self.tokenizer = tokenizer
         self.sha256 = sha256
-        self.path = path
+        self.path = path  # the cached array
         self.hit = hit  # True when this load reused an earlier tokenisation
+        self.file = file
+
+
+class CorpusTokens:
+    """Every input file's ids, in order, under one tokenizer."""
+
+    def __init__(self, files: list[TokenCache], tokenizer: Tokenizer, cache_dir: Path) -> None:
+        self.files = files
+        self.tokenizer = tokenizer
+        self.cache_dir = cache_dir
+
+    @property
+    def hit(self) -> bool:
+        return all(f.hit for f in self.files)
+
+    @property
+    def sha256(self) -> str:
+        return combined_digest([f.sha256 for f in self.files])
+
+    @property
+    def n_tokens(self) -> int:
+        return sum(len(f.tokens) for f in self.files)
+
+    @property
+    def n_bytes(self) -> int:
+        return sum(f.file.size for f in self.files)
 
 
 def load_tokens(
@@ -119,53 +106,114 @@ def load_tokens(
     tokenizer: Tokenizer | None = None,
     cache_dir: str | os.PathLike | None = None,
 ) -> TokenCache:
-    """Token ids of `input_file`, tokenising only when no cached array matches.
-
-    With `tokenizer` given (resume, fine-tune) its vocabulary is used; otherwise a new tokenizer of
-    `tokenizer_kind` is built (char-level: from the file's characters).
-    """
+    """Token ids of one text file, tokenising only when no cached array matches."""
     path = Path(input_file)
-    check_text_file(path)
+    if path.is_dir():
+        raise MyptError(f"input file {path} is a directory, not a text file")
+    files = resolve_inputs(str(path))
+    return load_corpus(files, tokenizer_kind, tokenizer, cache_dir).files[0]
+
+
+def load_corpus(
+    files: list[InputFile],
+    tokenizer_kind: str,
+    tokenizer: Tokenizer | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    text_field: str = "text",
+    workers: int | None = None,
+) -> CorpusTokens:
+    """Token ids of every file (text, JSONL, Parquet), tokenising only the files no cached array
+    matches. With `tokenizer` given (resume, fine-tune) its vocabulary is used; otherwise a new
+    tokenizer of `tokenizer_kind` is built (char-level: from the corpus's characters)."""
     if tokenizer is None and tokenizer_kind not in ("char", "gpt2"):
         build_tokenizer(tokenizer_kind)  # raises the clear "unknown tokenizer" error
-    digest = sha256_file(path)
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    key = _cache_key(digest, tokenizer_kind, tokenizer)
-    meta_file, bin_file = cache / f"{key}.json", cache / f"{key}.bin"
-    if meta_file.is_file() and bin_file.is_file():
-        try:
-            meta = json.loads(meta_file.read_text())
-            tokens = np.memmap(bin_file, dtype=meta["dtype"], mode="r", shape=(meta["n_tokens"],))
-            return TokenCache(
-                tokens, tokenizer or tokenizer_from_dict(meta["tokenizer"]), digest, bin_file, True
-            )
-        except (OSError, ValueError, KeyError, json.JSONDecodeError):
-            pass  # a damaged cache entry is rebuilt below
-
-    if tokenizer is None:
-        if tokenizer_kind == "char":
-            chars: set[str] = set()
-            for chunk in iter_text_chunks(path):
-                chars.update(chunk)
-            tokenizer = CharTokenizer(sorted(chars))
-        else:
-            tokenizer = build_tokenizer(tokenizer_kind)
-    dtype = np.uint16 if tokenizer.vocab_size <= 65536 else np.uint32
     try:
         cache.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise MyptError(f"cannot create token cache folder {cache}: {e.strerror}") from None
+    workers = workers or default_workers()
+    digests = [file_digest(f.path, cache) for f in files]
+    if tokenizer is None:
+        if tokenizer_kind == "char":
+            chars: set[str] = set()
+            for f, digest in zip(files, digests, strict=True):
+                chars |= _file_chars(f, digest, cache, text_field)
+            several = len(files) > 1 or files[0].kind != "text"
+            tokenizer = CharTokenizer.from_chars(chars, separator=several)
+        else:
+            tokenizer = build_tokenizer(tokenizer_kind)
+    ident = json.dumps(tokenizer.to_dict(), sort_keys=True)
+    entries: list[TokenCache | None] = []
+    todo: list[int] = []
+    for i, (f, digest) in enumerate(zip(files, digests, strict=True)):
+        entry = _cached(f, digest, cache, _key(f, digest, ident, text_field), tokenizer)
+        entries.append(entry)
+        if entry is None:
+            todo.append(i)
+    if todo:
+        with _Progress(sum(files[i].size for i in todo), "tokenising") as progress:
+            text = [i for i in todo if files[i].kind == "text"]
+            for i, tokens, out in _encode_text_files(
+                [files[i] for i in text], tokenizer, cache, ident, digests, text, workers, progress
+            ):
+                entries[i] = TokenCache(tokens, tokenizer, digests[i], out, False, files[i])
+            for i in todo:
+                if files[i].kind != "text":
+                    key = _key(files[i], digests[i], ident, text_field)
+                    tokens, out = _write_entry(
+                        cache, key, files[i], digests[i], tokenizer,
+                        _encoded_records(files[i], tokenizer, text_field, progress),
+                    )  # fmt: skip
+                    entries[i] = TokenCache(tokens, tokenizer, digests[i], out, False, files[i])
+    return CorpusTokens([e for e in entries if e is not None], tokenizer, cache)
+
+
+def _key(file: InputFile, digest: str, ident: str, text_field: str) -> str:
+    field = text_field if file.kind in ("jsonl", "parquet") else ""
+    tag = hashlib.sha256(f"{CACHE_VERSION}|{file.kind}|{field}|{ident}".encode()).hexdigest()[:12]
+    return f"{digest[:32]}-{file.kind}-{tag}"
+
+
+def _cached(file: InputFile, digest: str, cache: Path, key: str, tokenizer: Tokenizer) -> TokenCache | None:
+    meta_file, bin_file = cache / f"{key}.json", cache / f"{key}.bin"
+    if not (meta_file.is_file() and bin_file.is_file()):
+        return None
+    try:
+        meta = json.loads(meta_file.read_text())
+        n = meta["n_tokens"]
+        tokens = (
+            np.memmap(bin_file, dtype=meta["dtype"], mode="r", shape=(n,))
+            if n
+            else np.zeros(0, meta["dtype"])
+        )
+        return TokenCache(tokens, tokenizer, digest, bin_file, True, file)
+    except (OSError, ValueError, KeyError, TypeError, json.JSONDecodeError):
+        return None  # a damaged cache entry is rebuilt
+
+
+def _dtype(tokenizer: Tokenizer) -> type:
+    return np.uint16 if tokenizer.vocab_size <= 65536 else np.uint32
+
+
+def _write_entry(
+    cache: Path, key: str, file: InputFile, digest: str, tokenizer: Tokenizer, pieces: Iterator[np.ndarray]
+) -> tuple[np.ndarray, Path]:
+    """Write the ids from `pieces` as the cache entry `key`, atomically; returns the mapped array."""
+    dtype = _dtype(tokenizer)
+    meta_file, bin_file = cache / f"{key}.json", cache / f"{key}.bin"
     tmp = cache / f".{key}.{uuid.uuid4().hex[:8]}.tmp"
     n_tokens = 0
     try:
         with open(tmp, "wb") as out:
-            for ids in _encoded_chunks(path, tokenizer):
-                ids.astype(dtype).tofile(out)
+            for ids in pieces:
+                np.asarray(ids).astype(dtype, copy=False).tofile(out)
                 n_tokens += len(ids)
         os.replace(tmp, bin_file)
         meta = {
             "version": CACHE_VERSION,
-            "source": str(path),
+            "source": str(file.path),
+            "reader": file.kind,
             "sha256": digest,
             "dtype": np.dtype(dtype).name,
             "n_tokens": n_tokens,
@@ -178,12 +226,202 @@ def load_tokens(
         tmp.unlink(missing_ok=True)
         raise
     tokens = np.memmap(bin_file, dtype=dtype, mode="r", shape=(n_tokens,)) if n_tokens else np.zeros(0, dtype)
-    return TokenCache(tokens, tokenizer, digest, bin_file, False)
+    return tokens, bin_file
 
 
-def _cache_key(digest: str, kind: str, tokenizer: Tokenizer | None) -> str:
-    if tokenizer is not None:
-        ident = json.dumps(tokenizer.to_dict(), sort_keys=True)
+# -- text files: ranges, in this process or a pool ----------------------------------------------
+
+
+def _encode_text_files(
+    files: list[InputFile],
+    tokenizer: Tokenizer,
+    cache: Path,
+    ident: str,
+    digests: list[str],
+    indices: list[int],
+    workers: int,
+    progress: _Progress,
+) -> Iterator[tuple[int, np.ndarray, Path]]:
+    """(index, ids, cache file) of each text file, tokenised range by range."""
+    parallel = workers > 1 and sum(f.size for f in files) >= PARALLEL_MIN_BYTES
+    pool = _pool(workers, _init_encoder, (tokenizer.to_dict(),)) if parallel else None
+    try:
+        for f, i in zip(files, indices, strict=True):
+            ranges = text_ranges(f.path, CHUNK_BYTES)
+            if pool is not None:
+                pieces = _ordered(pool, _encode_range, ((f.path, s, e) for s, e in ranges), 2 * workers)
+            else:
+                pieces = _encode_here(f.path, ranges, tokenizer)
+            key = _key(f, digests[i], ident, "")
+            tokens, out = _write_entry(cache, key, f, digests[i], tokenizer, _counted(pieces, progress))
+            yield i, tokens, out
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+
+
+def _encode_here(path: Path, ranges: Iterator[tuple[int, int]], tokenizer: Tokenizer):
+    """One process: char ranges one at a time (vectorised already), GPT-2 ranges to tiktoken's
+    threaded batch encoder CHUNKS_PER_BATCH at a time."""
+    if isinstance(tokenizer, CharTokenizer):
+        for start, end in ranges:
+            yield end - start, tokenizer.encode_array(read_text(path, start, end))
+        return
+    batch: list[tuple[int, str]] = []
+    for start, end in ranges:
+        batch.append((end - start, read_text(path, start, end)))
+        if len(batch) == CHUNKS_PER_BATCH:
+            yield from _encode_batch(batch, tokenizer)
+            batch = []
+    yield from _encode_batch(batch, tokenizer)
+
+
+def _encode_batch(batch: list[tuple[int, str]], tokenizer: Tokenizer):
+    if batch:
+        for (n, _), ids in zip(batch, tokenizer.encode_batch([t for _, t in batch]), strict=True):
+            yield n, np.asarray(ids)
+
+
+def _counted(pieces, progress: _Progress) -> Iterator[np.ndarray]:
+    for n_bytes, ids in pieces:
+        progress.update(n_bytes)
+        yield ids
+
+
+_worker_tokenizer: Tokenizer | None = None
+
+
+def _init_encoder(tokenizer_dict: dict) -> None:
+    global _worker_tokenizer  # one per worker process, built once
+    _worker_tokenizer = tokenizer_from_dict(tokenizer_dict)
+
+
+def _encode_range(path: Path, start: int, end: int) -> tuple[int, np.ndarray]:
+    text = read_text(path, start, end)
+    tok = _worker_tokenizer
+    ids = tok.encode_array(text) if isinstance(tok, CharTokenizer) else np.asarray(tok.encode(text))
+    return end - start, ids.astype(_dtype(tok), copy=False)
+
+
+def _chars_of_range(path: Path, start: int, end: int) -> tuple[int, str]:
+    return end - start, "".join(set(read_text(path, start, end)))
+
+
+def _pool(workers: int, initializer=None, initargs=()) -> ProcessPoolExecutor:
+    # forkserver: workers start from a clean process, not a fork of one holding torch's and
+    # tiktoken's threads
+    method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+    return ProcessPoolExecutor(
+        workers, mp_context=multiprocessing.get_context(method), initializer=initializer, initargs=initargs
+    )
+
+
+def _ordered(pool: ProcessPoolExecutor, fn, args, window: int):
+    """fn(*a) for each a, in order, with at most `window` in flight (memory stays a few ranges)."""
+    pending: collections.deque[Future] = collections.deque()
+    for a in args:
+        pending.append(pool.submit(fn, *a))
+        if len(pending) >= window:
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()
+
+
+# -- the char vocabulary ----------------------------------------------------------------------
+
+
+def _file_chars(file: InputFile, digest: str, cache: Path, text_field: str) -> set[str]:
+    """The characters of one file, remembered in the cache beside its ids."""
+    field = text_field if file.kind in ("jsonl", "parquet") else ""
+    memo = cache / "chars" / f"{digest[:32]}-{file.kind}-{field}.json"
+    try:
+        return set(json.loads(memo.read_text()))
+    except (OSError, ValueError, TypeError):
+        pass
+    chars: set[str] = set()
+    with _Progress(file.size, "reading characters") as progress:
+        if file.kind == "text":
+            if file.size >= PARALLEL_MIN_BYTES and default_workers() > 1:
+                with _pool(default_workers()) as pool:
+                    ranges = ((file.path, s, e) for s, e in text_ranges(file.path, CHUNK_BYTES))
+                    for n, found in _ordered(pool, _chars_of_range, ranges, 2 * default_workers()):
+                        chars.update(found)
+                        progress.update(n)
+            else:
+                for start, end in text_ranges(file.path, CHUNK_BYTES):
+                    chars.update(read_text(file.path, start, end))
+                    progress.update(end - start)
+        else:
+            for doc in iter_documents(file, text_field):
+                chars.update(doc)
+    try:
+        memo.parent.mkdir(parents=True, exist_ok=True)
+        tmp = memo.with_name(f".{memo.name}.{uuid.uuid4().hex[:8]}")
+        tmp.write_text(json.dumps(sorted(chars)))
+        os.replace(tmp, memo)
+    except OSError:
+        pass
+    return chars
+
+
+# -- JSONL and Parquet records ----------------------------------------------------------------
+
+
+def _encoded_records(
+    file: InputFile, tokenizer: Tokenizer, field: str, progress: _Progress
+) -> Iterator[np.ndarray]:
+    """The records' ids joined by the separator (directly, for a vocabulary without one)."""
+    sep = np.asarray([tokenizer.eot_id] if tokenizer.eot_id is not None else [], dtype=np.int64)
+    first = True
+    batch: list[str] = []
+    size = 0
+    for doc in iter_documents(file, field):
+        batch.append(doc)
+        size += len(doc)
+        if size >= RECORD_BATCH_BYTES:
+            yield from _encode_records(batch, tokenizer, sep, first)
+            first, batch, size = False, [], 0
+    yield from _encode_records(batch, tokenizer, sep, first)
+    progress.update(file.size)
+
+
+def _encode_records(batch: list[str], tokenizer: Tokenizer, sep: np.ndarray, first: bool):
+    if not batch:
+        return
+    if isinstance(tokenizer, CharTokenizer):
+        encoded = [tokenizer.encode_array(d) for d in batch]
     else:
-        ident = f"new:{kind}"  # a char vocabulary built from this very text
-    return f"{digest[:32]}-{kind}-{hashlib.sha256(ident.encode()).hexdigest()[:12]}"
+        encoded = [np.asarray(ids, dtype=np.int64) for ids in tokenizer.encode_batch(batch)]
+    for j, ids in enumerate(encoded):
+        if not (first and j == 0):
+            yield sep
+        yield ids
+
+
+# -- progress ---------------------------------------------------------------------------------
+
+
+class _Progress:
+    """A progress bar (MB/s, ETA) on stderr for long work; nothing for short work."""
+
+    def __init__(self, total_bytes: int, what: str) -> None:
+        self.bar = None
+        if total_bytes >= PROGRESS_MIN_BYTES and os.environ.get("LOCAL_RANK", "0") == "0":
+            from tqdm import tqdm
+
+            tty = sys.stderr.isatty()
+            self.bar = tqdm(
+                total=total_bytes, desc=f"mypt: {what}", unit="B", unit_scale=True, unit_divisor=1024,
+                file=sys.stderr, mininterval=0.5 if tty else 15, leave=False, dynamic_ncols=tty,
+            )  # fmt: skip
+
+    def update(self, n: int) -> None:
+        if self.bar is not None:
+            self.bar.update(n)
+
+    def __enter__(self) -> _Progress:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.bar is not None:
+            self.bar.close()

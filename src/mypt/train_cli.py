@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import shutil
 import signal
 import sys
@@ -24,7 +25,7 @@ from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, Progress
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities import rank_zero_only
 
-from mypt import bundle, fsdp
+from mypt import bundle, corpus, fsdp
 from mypt.checkpointing import BundleCheckpoint
 from mypt.config import ARCHITECTURE_KEYS, DATA_ARCHITECTURE_KEYS
 from mypt.dashboard import StepTensorBoardLogger, TrainingDashboard, progress_callback, start_header
@@ -260,13 +261,13 @@ class MyptCLI(LightningCLI):
         defaults.update(_architecture_defaults(self.saved_config))
         saved = saved_settings(self.saved_state)
         defaults.update({k: v for k, v in saved.items() if not k.startswith("data.")})
-        for key in ("input_file", "train_split", "seed", "url"):
+        for key in ("input_file", "train_split", "seed", "url", "val_files", "text_field"):
             if f"data.{key}" in saved:
                 defaults[f"data.{key}"] = saved[f"data.{key}"]
         data = self.saved_state.get("data", {})
-        if data.get("input_file") and not Path(data["input_file"]).exists():
-            # a relative path recorded in another working folder: the file where it was trained
-            if data.get("input_path") and Path(data["input_path"]).is_file():
+        if data.get("input_file") and not corpus.spec_exists(data["input_file"]):
+            # relative paths recorded in another working folder: the files where it was trained
+            if data.get("input_path") and corpus.spec_exists(data["input_path"]):
                 defaults["data.input_file"] = data["input_path"]
         if "seed" in self.saved_state:
             defaults["seed_everything"] = self.saved_state["seed"]
@@ -414,8 +415,8 @@ class MyptCLI(LightningCLI):
         saver = next(c for c in self.trainer.callbacks if isinstance(c, BundleCheckpoint))
         print(start_header(self.trainer, self.model, self.datamodule, saver.dirpath, saver.resume_step))
         if self.resume_from is not None:
-            text_sha256 = self.datamodule.input_sha256
-            print(resume_report(self.resume_from, self.saved_state, self.config["fit"], text_sha256))
+            files = self.datamodule.settings()["files"]
+            print(resume_report(self.resume_from, self.saved_state, self.config["fit"], files))
         if self.trainer.world_size > 1:
             print(world_size_line(self.trainer, self.datamodule.batch_size))
 
@@ -539,17 +540,22 @@ def _flat_settings(cfg) -> dict[str, Any]:
         )
     }
     values.update({f"model.{k}": v for k, v in vars(cfg.model).items() if k not in ARCHITECTURE_KEYS})
-    values.update({f"data.{k}": cfg.data.get(k) for k in ("input_file", "train_split", "seed")})
+    values.update(
+        {
+            f"data.{k}": cfg.data.get(k)
+            for k in ("input_file", "train_split", "seed", "val_files", "text_field")
+        }
+    )
     return values
 
 
-def resume_report(source: Path, saved: dict, cfg, text_sha256: str | None = None) -> str:
-    """The old -> new table of settings that differ from the saved run, whether the text changed, and
-    the LR of the next step."""
+def resume_report(source: Path, saved: dict, cfg, files: list[dict] | None = None) -> str:
+    """The old -> new table of settings that differ from the saved run, which input files changed,
+    and the LR of the next step. `files`: the inputs as they are now (path, bytes, sha256)."""
     old = saved_settings(saved)
     new = _flat_settings(cfg)
-    if new["data.input_file"] and old.get("data.input_path") == str(Path(new["data.input_file"]).resolve()):
-        old["data.input_file"] = new["data.input_file"]  # the same file, named from another folder
+    if new["data.input_file"] and old.get("data.input_path") == corpus.absolute_spec(new["data.input_file"]):
+        old["data.input_file"] = new["data.input_file"]  # the same files, named from another folder
     changed = [(k, old[k], v) for k, v in new.items() if k in old and old[k] != v and k != "model.init_from"]
     step = int(saved.get("step", 0))
     segments = continue_schedule(
@@ -562,20 +568,50 @@ def resume_report(source: Path, saved: dict, cfg, text_sha256: str | None = None
         lines += [f"  {k.ljust(width)}  {o} -> {n}" for k, o, n in changed]
     else:
         lines.append("  settings unchanged: the schedule continues exactly")
-    saved_sha256 = saved.get("data", {}).get("sha256")
-    if text_sha256 and saved_sha256 and text_sha256 != saved_sha256:
-        trained_on = saved.get("data", {}).get("input_file")
-        lines.append(
-            f"  the text changed since the bundle was saved ({trained_on}, sha256 {saved_sha256[:12]}… -> "
-            f"{new['data.input_file']}, {text_sha256[:12]}…): training continues on the new text; "
-            "for a new model of it, give another --model_name"
-        )
+    lines += _input_changes(saved.get("data", {}), files, new["data.input_file"])
     lines.append(f"  next step's learning rate: {lr_at(step, segments):.6g}")
     return "\n".join(lines)
 
 
 class NothingToTrain(Exception):
     """The bundle is already at max_steps: the run ends, successfully, before it starts."""
+
+
+def _input_changes(saved: dict, files: list[dict] | None, input_file) -> list[str]:
+    """Report lines naming the input files that changed, appeared or disappeared since the save."""
+    if not files:
+        return []
+    now_sha256 = corpus.combined_digest([f["sha256"] for f in files])
+    saved_sha256 = saved.get("sha256")
+    if not saved_sha256 or saved_sha256 == now_sha256:
+        return []
+    before = {f["path"]: f["sha256"] for f in saved.get("files", [])}
+    if len(files) == 1 and len(before) <= 1:  # one text, as bundles always recorded it
+        return [
+            f"  the text changed since the bundle was saved ({saved.get('input_file')}, sha256 "
+            f"{saved_sha256[:12]}… -> {input_file}, {now_sha256[:12]}…): training continues on the new text; "
+            "for a new model of it, give another --model_name"
+        ]
+    after = {f["path"]: f["sha256"] for f in files}
+    root = os.path.commonpath([*before, *after]) if before or after else ""
+    root = root if os.path.isdir(root) else os.path.dirname(root)
+
+    def names(paths: list[str]) -> str:
+        shown = [os.path.relpath(p, root) if root else p for p in paths[:5]]
+        return ", ".join(shown) + (f" and {len(paths) - 5} more" if len(paths) > 5 else "")
+
+    kinds = (
+        ("changed", [p for p in after if p in before and before[p] != after[p]]),
+        ("added", [p for p in after if p not in before]),
+        ("gone", [p for p in before if p not in after]),
+    )
+    parts = [f"{len(paths)} {kind} ({names(paths)})" for kind, paths in kinds if paths]
+    if not parts:
+        parts = ["the same files in another order"]
+    return [
+        f"  the input files changed since the bundle was saved: {'; '.join(parts)}; "
+        "training continues on the files as they are now; for a new model of them, give another --model_name"
+    ]
 
 
 def run(args: list[str] | None = None) -> None:

@@ -1,0 +1,279 @@
+"""A corpus as it lies: folders, globs, lists, JSONL/Parquet, token shards; documents joined by the
+tokenizer's separator; validation from every document; a cache per file; exact GPT-2 chunk cuts."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import TINY, dante_text
+
+from mypt import bundle, corpus, token_cache
+from mypt.corpus import first_cut, open_shard, resolve_inputs
+from mypt.data import Joined, TextDataModule, join
+from mypt.errors import MyptError
+from mypt.token_cache import load_corpus
+from mypt.tokenizer import GPT2Tokenizer
+
+TEXT = dante_text(21_000)  # the excerpt kept in tests/data: 19,987 characters
+EOT = GPT2Tokenizer.eot_id
+
+
+def write(path: Path, text: str | bytes) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(text, bytes):
+        path.write_bytes(text)
+    else:
+        path.write_text(text, encoding="utf-8")
+    return path
+
+
+def write_llmc(
+    path: Path, ids, magic: int = corpus.LLMC_MAGIC, version: int = 1, n: int | None = None
+) -> Path:
+    header = np.zeros(256, dtype="<i4")
+    header[:3] = [magic, version, len(ids) if n is None else n]
+    return write(path, header.tobytes() + np.asarray(ids, dtype="<u2").tobytes())
+
+
+def gpt2_ids(text: str) -> list[int]:
+    """A document as nanoGPT and llm.c prepare it: its ids and an end-of-text token."""
+    return [*GPT2Tokenizer().encode(text), EOT]
+
+
+# ------------------------------------------------------------------ what the user names
+
+
+def test_folders_globs_and_lists_name_files_in_a_stable_order(tmp_path):
+    for name in ("b/2.md", "b/1.txt", "a.txt", "c.rst", ".hidden.txt", ".git/x.txt", "image.png", "notes"):
+        write(tmp_path / "books" / name, "x\n")
+    folder = [f.path.relative_to(tmp_path).as_posix() for f in resolve_inputs(str(tmp_path / "books"))]
+    assert folder == ["books/a.txt", "books/b/1.txt", "books/b/2.md", "books/c.rst"]  # hidden, .png skipped
+    globbed = resolve_inputs(str(tmp_path / "books" / "**" / "*.txt"))
+    assert [f.path.name for f in globbed] == ["a.txt", "1.txt"]
+    listed = resolve_inputs([str(tmp_path / "books" / "c.rst"), str(tmp_path / "books" / "notes")])
+    assert [(f.path.name, f.kind) for f in listed] == [("c.rst", "text"), ("notes", "text")]  # named: read
+    with pytest.raises(MyptError, match="named twice"):
+        resolve_inputs([str(tmp_path / "books"), str(tmp_path / "books" / "a.txt")])
+    write(tmp_path / "books" / "empty.txt", "")
+    notes: list[str] = []
+    assert len(resolve_inputs(str(tmp_path / "books"), notes)) == 4
+    assert notes == [f"skipping the empty file {tmp_path / 'books' / 'empty.txt'}"]
+
+
+def test_documents_are_joined_by_the_separator_and_validate_from_each(tmp_path):
+    docs = [TEXT[:6000], TEXT[6000:13_000], TEXT[13_000:18_000]]
+    for i, doc in enumerate(docs):
+        write(tmp_path / "books" / f"{i}.txt", doc)
+    dm = TextDataModule(input_file=str(tmp_path / "books"), batch_size=4, block_size=16)
+    dm.setup("fit")
+    tok = dm.tokenizer
+    assert tok.chars[-1] == "\x00" and tok.eot_id == len(tok.chars) - 1  # NUL: last, never a text char
+    assert tok.decode([tok.eot_id]) == ""  # generation never prints it
+    train = dm.train_tokens[: len(dm.train_tokens)]
+    val = dm.val_tokens[: len(dm.val_tokens)]
+    assert int((train == tok.eot_id).sum()) == 2 and int((val == tok.eot_id).sum()) == 2
+    val_docs = tok.decode(val.tolist()).split("\n")  # each document's last 10% validates
+    for doc in docs:
+        tail = doc[int(len(doc) * 0.9) :]
+        assert tail in tok.decode(val.tolist()) and doc[: int(len(doc) * 0.9)] in tok.decode(train.tolist())
+    assert val_docs
+    # one file keeps the vocabulary and the positional split it always had
+    single = TextDataModule(input_file=str(tmp_path / "books" / "0.txt"), batch_size=4, block_size=16)
+    single.setup("fit")
+    assert single.tokenizer.chars == sorted(set(docs[0])) and single.tokenizer.eot_id is None
+    assert len(single.train_tokens) == int(len(docs[0]) * 0.9)
+    # a held-out set: every input file trains whole
+    write(tmp_path / "held_out.txt", TEXT[18_000:20_000])
+    held = TextDataModule(
+        input_file=str(tmp_path / "books"), val_files=str(tmp_path / "held_out.txt"), block_size=16
+    )
+    held.setup("fit")
+    assert len(held.train_tokens) == sum(map(len, docs)) + 2 and len(held.val_tokens) == len(
+        TEXT[18_000:20_000]
+    )
+
+
+def test_a_joined_stream_reads_windows_across_pieces():
+    pieces = [
+        np.arange(0, 5, dtype=np.uint16),
+        np.arange(10, 13, dtype=np.uint16),
+        np.arange(20, 30, dtype=np.uint16),
+    ]
+    stream = join(pieces, 99)
+    whole = np.concatenate([pieces[0], [99], pieces[1], [99], pieces[2]])
+    assert isinstance(stream, Joined) and len(stream) == len(whole)
+    for start in range(len(whole) - 6):
+        assert stream.read(start, 6).tolist() == whole[start : start + 6].tolist()
+    assert stream[3:12].tolist() == whole[3:12].tolist()
+
+
+# ------------------------------------------------------------------ the cache
+
+
+def test_each_file_is_cached_alone_and_only_what_changed_is_tokenised(tmp_path, monkeypatch):
+    written: list[str] = []
+    original = token_cache._write_entry
+    monkeypatch.setattr(
+        token_cache, "_write_entry", lambda c, k, f, *a: written.append(f.path.name) or original(c, k, f, *a)
+    )
+    for i in range(3):
+        write(tmp_path / "books" / f"{i}.txt", TEXT[i * 5000 : (i + 1) * 5000])
+
+    def load():
+        return load_corpus(resolve_inputs(str(tmp_path / "books")), "gpt2", cache_dir=tmp_path / "c")
+
+    first = load()
+    assert written == ["0.txt", "1.txt", "2.txt"] and not first.hit
+    assert load().hit and len(written) == 3
+    write(tmp_path / "books" / "1.txt", TEXT[15_000:20_000])
+    write(tmp_path / "books" / "3.txt", TEXT[100:1100])
+    again = load()
+    assert written[3:] == ["1.txt", "3.txt"] and again.sha256 != first.sha256
+    for f in again.files:
+        assert f.tokens.tolist() == GPT2Tokenizer().encode(f.file.path.read_text(encoding="utf-8"))
+
+
+def test_chunk_cuts_keep_gpt2_ids_exact_inside_a_newline_run(tmp_path, monkeypatch):
+    """A chunk that ended inside "\\n\\n" + a word encoded [628] where the whole text has [198, 198]."""
+    assert GPT2Tokenizer().encode("x\n\nword") == [87, 198, 198, 4775]
+    assert GPT2Tokenizer().encode("x\n\n") == [87, 628]
+    text = (
+        "Nel mezzo del cammin di nostra vita\n\n\nmi ritrovai  per una selva oscura,\n\n" * 60
+    ) + "  \n \n"
+    path = write(tmp_path / "runs.txt", text)
+    for chunk in (7, 37, 38, 39, 40, 41, 64, 100):  # cut points land inside and beside newline runs
+        monkeypatch.setattr(token_cache, "CHUNK_BYTES", chunk)
+        ids = token_cache.load_tokens(path, "gpt2", cache_dir=tmp_path / f"c{chunk}").tokens
+        assert ids.tolist() == GPT2Tokenizer().encode(text), chunk
+        assert "".join(corpus.iter_text_chunks(path, chunk)) == text
+    assert first_cut(b"ab\n\ncd") == 3 and first_cut(b"ab\n\n") == -1 and first_cut(b"a b") == 1
+
+
+def test_many_cores_tokenise_as_one_does(tmp_path, monkeypatch):
+    path = write(tmp_path / "dante.txt", TEXT)
+    serial = token_cache.load_tokens(path, "char", cache_dir=tmp_path / "one").tokens
+    monkeypatch.setattr(token_cache, "PARALLEL_MIN_BYTES", 0)
+    monkeypatch.setattr(token_cache, "CHUNK_BYTES", 2000)
+    files = resolve_inputs(str(path))
+    pooled = load_corpus(files, "char", cache_dir=tmp_path / "two", workers=2)
+    assert pooled.files[0].tokens.tolist() == serial.tolist()
+
+
+# ------------------------------------------------------------------ JSONL, Parquet, shards
+
+
+def test_jsonl_and_parquet_records_are_documents(tmp_path):
+    records = [{"text": TEXT[i * 500 : (i + 1) * 500], "id": i} for i in range(6)]
+    write(tmp_path / "a.jsonl", "\n".join(json.dumps(r) for r in records[:3]) + "\n\n")
+    (tmp_path / "b.jsonl.gz").write_bytes(
+        gzip.compress("\n".join(json.dumps(r) for r in records[3:]).encode())
+    )
+    files = resolve_inputs([str(tmp_path / "a.jsonl"), str(tmp_path / "b.jsonl.gz")])
+    loaded = load_corpus(files, "gpt2", cache_dir=tmp_path / "c")
+    ids = [int(i) for i in loaded.files[0].tokens]
+    enc = GPT2Tokenizer().encode
+    assert ids == enc(records[0]["text"]) + [EOT] + enc(records[1]["text"]) + [EOT] + enc(records[2]["text"])
+    assert int((loaded.files[1].tokens == EOT).sum()) == 2
+    write(tmp_path / "c.jsonl", '{"body": "x"}\n')
+    with pytest.raises(MyptError, match=r"c.jsonl line 1 has no text field 'text'"):
+        load_corpus(resolve_inputs(str(tmp_path / "c.jsonl")), "gpt2", cache_dir=tmp_path / "c")
+    assert load_corpus(
+        resolve_inputs(str(tmp_path / "c.jsonl")), "char", cache_dir=tmp_path / "c", text_field="body"
+    )
+
+    pq = pytest.importorskip("pyarrow.parquet")
+    import pyarrow as pa
+
+    pq.write_table(pa.table({"text": [r["text"] for r in records]}), tmp_path / "d.parquet", row_group_size=4)
+    parquet = load_corpus(resolve_inputs(str(tmp_path / "d.parquet")), "gpt2", cache_dir=tmp_path / "c")
+    assert int((parquet.files[0].tokens == EOT).sum()) == 5
+    assert len(parquet.files[0].tokens) == sum(len(enc(r["text"])) for r in records) + 5
+
+
+def test_token_shards_are_mapped_and_checked(tmp_path):
+    ids = gpt2_ids(TEXT[:3000])
+    llmc = write_llmc(tmp_path / "fineweb_train_000001.bin", ids)
+    raw = write(tmp_path / "train.bin", np.asarray(ids, dtype="<u2").tobytes())
+    for path in (llmc, raw):
+        tokens = open_shard(path)
+        assert isinstance(tokens, np.memmap) and tokens.tolist() == ids
+    bad = {
+        "version": (write_llmc(tmp_path / "v.bin", ids, version=2), "version 2"),
+        "truncated": (write_llmc(tmp_path / "t.bin", ids, n=len(ids) + 10), "truncated"),
+        "short header": (
+            write(tmp_path / "h.bin", np.asarray([corpus.LLMC_MAGIC], "<i4").tobytes()),
+            "truncated",
+        ),
+        "odd size": (write(tmp_path / "o.bin", b"\x01\x02\x03"), "odd size"),
+        "id >= vocab": (
+            write(tmp_path / "i.bin", np.asarray([1, 2, 60000], "<u2").tobytes()),
+            "holds id 60000 at token 2",
+        ),
+    }
+    for path, expect in bad.values():
+        with pytest.raises(MyptError, match=expect):
+            open_shard(path)
+
+
+# ------------------------------------------------------------------ through `mypt fit`
+
+
+def test_fit_on_a_folder_glob_list_jsonl_and_parquet_then_resume_after_the_folder_changed(mypt, tmp_path):
+    write(tmp_path / "books" / "inferno.txt", TEXT[:5000])
+    write(tmp_path / "books" / "sub" / "purgatorio.md", TEXT[5000:10_000])
+    write(tmp_path / "more" / "paradiso.txt", TEXT[10_000:15_000])
+    write(
+        tmp_path / "notes.jsonl",
+        "\n".join(json.dumps({"text": TEXT[i : i + 1000]}) for i in range(15_000, 18_000, 1000)),
+    )
+    inputs = ["books", "more/*.txt", "notes.jsonl"]
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        pq.write_table(pa.table({"text": [TEXT[18_000:19_000], TEXT[19_000:]]}), tmp_path / "x.parquet")
+        inputs.append("x.parquet")
+    except ImportError:
+        pass
+    spec = "[" + ", ".join(inputs) + "]"
+    r = mypt("fit", *TINY, "--data.input_file", spec, "--model_name", "mix", "--trainer.max_steps", "4")
+    assert r.code == 0, r
+    data = bundle.load_training_state(Path("checkpoints/mix"))["data"]
+    n = 3 + 1 + (len(inputs) == 4)
+    assert data["input_file"] == inputs and data["n_files"] == n and len(data["files"]) == n
+    assert data["files"][0]["path"] == str(tmp_path / "books" / "inferno.txt")
+    assert data["total_bytes"] == sum(os.path.getsize(f["path"]) for f in data["files"])
+    tokenizer = json.loads(Path("checkpoints/mix/tokenizer.json").read_text())
+    assert tokenizer["chars"][-1] == "\x00"
+
+    write(tmp_path / "books" / "inferno.txt", TEXT[:4500])  # edited
+    write(tmp_path / "books" / "vita_nova.txt", TEXT[100:3000])  # added
+    (tmp_path / "books" / "sub" / "purgatorio.md").unlink()  # gone
+    r = mypt("fit", "--ckpt_path", "checkpoints/mix", "--trainer.max_steps", "6")
+    assert r.code == 0, r
+    line = next(x for x in r.out.splitlines() if "input files changed" in x)
+    assert (
+        "1 changed (books/inferno.txt); 1 added (books/vita_nova.txt); 1 gone (books/sub/purgatorio.md)"
+        in line
+    )
+    assert bundle.load_training_state(Path("checkpoints/mix"))["data"]["n_files"] == n
+
+
+def test_fit_on_nanogpt_and_llmc_shards(mypt, tmp_path):
+    write_llmc(tmp_path / "shards" / "fineweb_val_000000.bin", gpt2_ids(TEXT[:2000]))
+    write_llmc(tmp_path / "shards" / "fineweb_train_000001.bin", gpt2_ids(TEXT[2000:8000]))
+    write(tmp_path / "shards" / "train.bin", np.asarray(gpt2_ids(TEXT[8000:14_000]), "<u2").tobytes())
+    args = ("fit", *TINY, "--model.n_embd", "16", "--trainer.max_steps", "2", "--model_name", "shards")
+    r = mypt(*args, "--data.input_file", "shards")
+    assert r.code == 2 and "--data.tokenizer gpt2" in r.err, r
+    r = mypt(*args, "--data.input_file", "shards", "--data.tokenizer", "gpt2")
+    assert r.code == 0, r
+    data = bundle.load_training_state(Path("checkpoints/shards"))["data"]
+    n_val = len(gpt2_ids(TEXT[:2000]))
+    assert data["n_val_tokens"] == n_val  # the val shard validates; the two train shards train whole
+    assert data["n_train_tokens"] == len(gpt2_ids(TEXT[2000:8000])) + len(gpt2_ids(TEXT[8000:14_000]))
