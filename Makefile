@@ -17,7 +17,7 @@ SHARED_DATA ?= ../shared/data
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q torch==$(TORCH_VERSION) || $(PY) -m pip install -q 'torch>=2.4,<3'
-	$(PY) -m pip install -q -e '.[dev,hf]'
+	$(PY) -m pip install -q -e '.[dev,hf,data]'
 	touch $@
 
 install: $(VENV)/.installed

@@ -277,3 +277,23 @@ def test_fit_on_nanogpt_and_llmc_shards(mypt, tmp_path):
     n_val = len(gpt2_ids(TEXT[:2000]))
     assert data["n_val_tokens"] == n_val  # the val shard validates; the two train shards train whole
     assert data["n_train_tokens"] == len(gpt2_ids(TEXT[2000:8000])) + len(gpt2_ids(TEXT[8000:14_000]))
+
+
+def test_mypt_data_tokenises_ahead_and_describes_the_corpus(mypt, tmp_path):
+    write(tmp_path / "books" / "inferno.txt", TEXT[:5000])
+    write(tmp_path / "notes.jsonl", "\n".join(json.dumps({"text": TEXT[i : i + 500]}) for i in range(0, 2000, 500)))
+    r = mypt("data", "books", "notes.jsonl")
+    assert r.code == 0, r
+    jsonl = 2000 + 3  # characters and record separators
+    expected = [
+        "documents    5",  # one text file, four records
+        f"tokens       {5000 + jsonl + 2:,}",  # a separator between the files in each split
+        f"train / val  {4500 + 1 + int(jsonl * 0.9):,} / {500 + 1 + jsonl - int(jsonl * 0.9):,} tokens",
+        "separator '\\x00'",
+        f"cache        {tmp_path / 'token_cache'}",
+    ]
+    for line in expected:
+        assert line in r.out, (line, r.out)
+    assert "already tokenised" in mypt("data", "books", "notes.jsonl").out
+    r = mypt("data", "books/*.nothing")
+    assert r.code == 2 and r.err.startswith("mypt: error: input file pattern 'books/*.nothing' matches no file")

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from mypt.bundle import DEFAULT_ROOT, get_model_info, is_bundle, resolve_best
 from mypt.errors import MyptError
-from mypt.report import format_comparison, format_info, format_list, list_row
+from mypt.report import format_comparison, format_corpus, format_info, format_list, list_row
 from mypt.sampling import DEFAULT_MAX_NEW_TOKENS, DEFAULT_PROMPT, DEFAULT_TEMPERATURE, DEFAULT_TOP_K
 
 TRAINING_SUBCOMMANDS = ("fit", "validate", "test", "predict")
@@ -88,6 +88,22 @@ def _generate(args: argparse.Namespace) -> None:
     print(sample(model, tokenizer, args.prompt, args.max_new_tokens, args.temperature, args.top_k, args.seed))
 
 
+def _data(args: argparse.Namespace) -> None:
+    from mypt.data import TextDataModule  # Lightning: only this command pays for it
+
+    dm = TextDataModule(
+        input_file=args.paths[0] if len(args.paths) == 1 else args.paths,
+        tokenizer=args.tokenizer,
+        train_split=args.train_split,
+        cache_dir=args.cache_dir,
+        val_files=args.val_files,
+        text_field=args.text_field,
+        block_size=1,
+    )
+    inputs = dm.inputs
+    print(format_corpus(dm.settings(), inputs.n_documents, inputs.tokenizer, inputs.cache_dir, inputs.hit))
+
+
 def _reader_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mypt",
@@ -126,6 +142,17 @@ def _reader_parser() -> argparse.ArgumentParser:
     p.add_argument("--best", action="store_true", help=BEST_HELP)
     p.add_argument("--checkpoint_dir", default=DEFAULT_ROOT, help=where)
     p.set_defaults(func=_export)
+
+    p = command("data", "tokenise a corpus ahead of training and describe it")
+    p.add_argument("paths", nargs="+", help="files, folders or quoted globs, as --data.input_file takes them")
+    p.add_argument("--tokenizer", default="char", help="char or gpt2 (token shards: gpt2)")
+    p.add_argument("--val_files", nargs="+", default=None, help="a held-out validation set")
+    p.add_argument("--text_field", default="text", help="the JSONL field / Parquet column with the text")
+    p.add_argument("--train_split", type=float, default=0.9, help="fraction of each document that trains")
+    p.add_argument(
+        "--cache_dir", default=None, help="token cache folder (none: $MYPT_CACHE_DIR or ~/.cache/mypt/tokens)"
+    )
+    p.set_defaults(func=_data)
 
     p = command("generate", "sample text from a bundle")
     p.add_argument("bundle", help=bundle_help)

@@ -189,6 +189,7 @@ class Inputs:
     ) -> None:
         self.files, self.val_files, self.arrays, self.digests = files, val_files, arrays, digests
         self.tokenizer, self.hit, self.cache_dir = tokenizer, hit, cache_dir
+        self.n_documents: int | None = None  # unknown for token shards
         self.train: np.ndarray | Joined = np.zeros(0, np.uint16)
         self.val: np.ndarray | Joined = np.zeros(0, np.uint16)
 
@@ -341,7 +342,9 @@ class TextDataModule(pl.LightningDataModule):
             raise self._outside_the_vocabulary(saved, files + val_files) from None
         arrays = [f.tokens for f in corpus.files]
         digests = [f.sha256 for f in corpus.files]
-        return Inputs(files, val_files, arrays, digests, corpus.tokenizer, corpus.hit, corpus.cache_dir)
+        inputs = Inputs(files, val_files, arrays, digests, corpus.tokenizer, corpus.hit, corpus.cache_dir)
+        inputs.n_documents = sum(f.n_documents for f in corpus.files)
+        return inputs
 
     def _shards(self, files: list[InputFile], val_files: list[InputFile]) -> Inputs:
         if not val_files and any(is_validation_shard(f.path) for f in files):

@@ -35,7 +35,14 @@ def format_info(info: dict) -> str:
         data = state.get("data")
         if data:
             sha = (data.get("sha256") or "")[:12]
-            lines.append(f"Data: {data.get('input_file')} (sha256 {sha}…, {data.get('tokenizer')} tokenizer)")
+            files = (
+                f"{data['n_files']} files, {human_bytes(data.get('total_bytes', 0))}, "
+                if data.get("n_files", 1) > 1
+                else ""
+            )
+            lines.append(
+                f"Data: {data.get('input_file')} ({files}sha256 {sha}…, {data.get('tokenizer')} tokenizer)"
+            )
         if "seed" in state:
             lines.append(f"Seed: {state['seed']}")
         parent = state.get("init_from")
@@ -89,6 +96,31 @@ def best_lines(info: dict) -> list[str]:
             f"model is kept at {best['path']} (mypt generate {info['name']} --best)"
         )
     return lines
+
+
+# ---------------------------------------------------------------------------------- mypt data
+
+
+def format_corpus(data: dict, n_documents: int | None, tokenizer, cache_dir, hit: bool) -> str:
+    """What `mypt data` prints: the corpus as training will see it."""
+    n_tokens, n_bytes = data["n_tokens"], data["total_bytes"]
+    n_val_files = sum(1 for f in data["files"] if f.get("val"))
+    separator = "none" if tokenizer.eot_id is None else f"{tokenizer.eot_text!r} (id {tokenizer.eot_id})"
+    split = (
+        f"{n_val_files} validation files held out"
+        if n_val_files
+        else f"first {data['train_split']:.0%} of each document trains"
+    )
+    lines = [
+        f"inputs       {data['n_files']} files, {human_bytes(n_bytes)} ({n_bytes:,} bytes)",
+        f"documents    {n_documents:,}" if n_documents is not None else "documents    token shards",
+        f"tokens       {n_tokens:,} ({n_tokens / max(n_bytes, 1):.3f} tokens/byte)",
+        f"train / val  {data['n_train_tokens']:,} / {data['n_val_tokens']:,} tokens ({split})",
+        f"tokenizer    {data['tokenizer']}, vocabulary {tokenizer.vocab_size:,}, separator {separator}",
+        f"cache        {cache_dir or 'none: token shards are read in place'}"
+        + (" (already tokenised)" if hit and cache_dir else ""),
+    ]
+    return "\n".join(lines)
 
 
 # ---------------------------------------------------------------------------------- mypt list
@@ -180,7 +212,7 @@ def comparable(info: dict) -> dict[str, object]:
     flat.update({f"training_config.{k}": v for k, v in state.get("training_config", {}).items()})
     flat.update(flat_settings(state))
     data = state.get("data") or {}
-    flat.update({f"data.{k}": v for k, v in data.items() if k not in ("batch_size", "block_size")})
+    flat.update({f"data.{k}": v for k, v in data.items() if k not in ("batch_size", "block_size", "files")})
     flat["seed"] = state.get("seed")
     flat["parent"] = parent_of(state)
     flat["runs"] = len(state.get("history", []))

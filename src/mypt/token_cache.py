@@ -65,7 +65,14 @@ class TokenCache:
     """The token ids of one input file under one tokenizer, memory-mapped from the cache folder."""
 
     def __init__(
-        self, tokens: np.ndarray, tokenizer: Tokenizer, sha256: str, path: Path, hit: bool, file: InputFile
+        self,
+        tokens: np.ndarray,
+        tokenizer: Tokenizer,
+        sha256: str,
+        path: Path,
+        hit: bool,
+        file: InputFile,
+        n_documents: int = 1,
     ) -> None:
         self.tokens = tokens
         self.tokenizer = tokenizer
@@ -73,6 +80,7 @@ class TokenCache:
         self.path = path  # the cached array
         self.hit = hit  # True when this load reused an earlier tokenisation
         self.file = file
+        self.n_documents = n_documents  # a text file is one; a JSONL/Parquet file, its records
 
 
 class CorpusTokens:
@@ -161,11 +169,12 @@ def load_corpus(
             for i in todo:
                 if files[i].kind != "text":
                     key = _key(files[i], digests[i], ident, text_field)
+                    count = [0]
                     tokens, out = _write_entry(
                         cache, key, files[i], digests[i], tokenizer,
-                        _encoded_records(files[i], tokenizer, text_field, progress),
+                        _encoded_records(files[i], tokenizer, text_field, progress, count), count,
                     )  # fmt: skip
-                    entries[i] = TokenCache(tokens, tokenizer, digests[i], out, False, files[i])
+                    entries[i] = TokenCache(tokens, tokenizer, digests[i], out, False, files[i], count[0])
     return CorpusTokens([e for e in entries if e is not None], tokenizer, cache)
 
 
@@ -187,7 +196,7 @@ def _cached(file: InputFile, digest: str, cache: Path, key: str, tokenizer: Toke
             if n
             else np.zeros(0, meta["dtype"])
         )
-        return TokenCache(tokens, tokenizer, digest, bin_file, True, file)
+        return TokenCache(tokens, tokenizer, digest, bin_file, True, file, meta.get("n_documents", 1))
     except (OSError, ValueError, KeyError, TypeError, json.JSONDecodeError):
         return None  # a damaged cache entry is rebuilt
 
@@ -197,7 +206,13 @@ def _dtype(tokenizer: Tokenizer) -> type:
 
 
 def _write_entry(
-    cache: Path, key: str, file: InputFile, digest: str, tokenizer: Tokenizer, pieces: Iterator[np.ndarray]
+    cache: Path,
+    key: str,
+    file: InputFile,
+    digest: str,
+    tokenizer: Tokenizer,
+    pieces: Iterator[np.ndarray],
+    n_documents: list[int] | None = None,
 ) -> tuple[np.ndarray, Path]:
     """Write the ids from `pieces` as the cache entry `key`, atomically; returns the mapped array."""
     dtype = _dtype(tokenizer)
@@ -217,6 +232,7 @@ def _write_entry(
             "sha256": digest,
             "dtype": np.dtype(dtype).name,
             "n_tokens": n_tokens,
+            "n_documents": n_documents[0] if n_documents else 1,
             "tokenizer": tokenizer.to_dict(),
         }
         meta_tmp = cache / f".{key}.{uuid.uuid4().hex[:8]}.json.tmp"
@@ -368,15 +384,17 @@ def _file_chars(file: InputFile, digest: str, cache: Path, text_field: str) -> s
 
 
 def _encoded_records(
-    file: InputFile, tokenizer: Tokenizer, field: str, progress: _Progress
+    file: InputFile, tokenizer: Tokenizer, field: str, progress: _Progress, count: list[int]
 ) -> Iterator[np.ndarray]:
-    """The records' ids joined by the separator (directly, for a vocabulary without one)."""
+    """The records' ids joined by the separator (directly, for a vocabulary without one); `count`
+    ends up holding the number of records."""
     sep = np.asarray([tokenizer.eot_id] if tokenizer.eot_id is not None else [], dtype=np.int64)
     first = True
     batch: list[str] = []
     size = 0
     for doc in iter_documents(file, field):
         batch.append(doc)
+        count[0] += 1
         size += len(doc)
         if size >= RECORD_BATCH_BYTES:
             yield from _encode_records(batch, tokenizer, sep, first)
