@@ -22,6 +22,7 @@ import torch
 from common import REPO, find_text
 from generation import generation_speed
 from storage import checkpoint_cost, data_cost, inspect_cost
+from tokenisation import shard_training, tokenisation_cost
 from training import compare
 
 from mypt.model import GPT, GPTConfig
@@ -98,6 +99,16 @@ def storage_section(quick: bool) -> dict:
         "checkpoint": checkpoint_cost(dante, repeats=1 if quick else 5),
         "inspect": inspect_cost(large, repeats=1 if quick else 3),
         "data": data_cost((1,) if quick else (25, 50)),
+    }
+
+
+def corpus_section(quick: bool) -> dict:
+    # char at 250 MB and 1 GB (peak memory must not grow with the corpus); GPT-2 at 250 MB, whose
+    # one-core run alone takes about a minute here
+    plan = {"char": (1,)} if quick else {"char": (250, 1000), "gpt2": (250,)}
+    return {
+        "tokenisation": tokenisation_cost(plan),
+        "shards": shard_training(*((5, 1, 1) if quick else (150, 3, 20))),
     }
 
 
@@ -218,6 +229,36 @@ def table(results: dict) -> list[tuple[str, str, str]]:
                          f"{max(0.0, d['first_peak_rss_mb'] - d['import_rss_mb']):.0f} / "
                          f"{max(0.0, d['cached_peak_rss_mb'] - d['import_rss_mb']):.0f}",
                          f"token array {d['array_mb']:.0f} MB"))  # fmt: skip
+    c = results.get("corpus")
+    if c:
+        t = c["tokenisation"]
+        for key, d in t.items():
+            if key == "cores":
+                continue
+            speed = verdict(d["speedup"] >= 1.8, ">= 1.8x") if t["cores"] == 2 else f"on {t['cores']} cores"
+            rows.append((f"tokenise {key} folder: MB/s 1 core / {t['cores']} cores",
+                         f"{d['one_core_mb_per_s']:.1f} / {d['all_cores_mb_per_s']:.1f}",
+                         f"{speed} ({d['speedup']:.2f}x; {d['per_core_mb_per_s']:.1f} MB/s per core)"))  # fmt: skip
+            rows.append((f"cached reload {key}: s (speedup over first)",
+                         f"{d['cached_s']:.3f} ({d['cached_speedup']:.0f}x)",
+                         verdict(d["cached_speedup"] >= 100, ">= 100x")))  # fmt: skip
+            rows.append(
+                (
+                    f"peak RSS MB {key} (process + workers): 1 core / all",
+                    f"{d['peak_tree_mb_one']:.0f} / {d['peak_tree_mb_all']:.0f}",
+                    "",
+                )
+            )
+        sizes = sorted((int(k.split("_")[1][:-2]), k) for k in t if k.startswith("char_"))
+        if len(sizes) > 1:
+            small, large = t[sizes[0][1]], t[sizes[-1][1]]
+            flat = large["peak_tree_mb_all"] / small["peak_tree_mb_all"]
+            rows.append((f"peak RSS char {sizes[-1][0]} MB / {sizes[0][0]} MB folder", f"{flat:.2f}",
+                         verdict(flat <= 1.10, "<= 1.10, flat in corpus size")))  # fmt: skip
+        s = c["shards"]
+        rows.append(("train tokens/s from llm.c shards / from the text (shakespeare_gpt2)",
+                     f"{s['shards']['tokens_per_sec']:,.0f} / {s['text']['tokens_per_sec']:,.0f}",
+                     verdict(s["ratio"] >= 0.98, ">= 0.98") + f" ({s['ratio']:.3f})"))  # fmt: skip
     g = results.get("generation")
     if g:
         for kind in ("char", "gpt2"):
@@ -255,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
         "--gpu", action="store_true", help="the GPU benchmark (GPT-2 124M) instead of the CPU one"
     )
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's own choice)")
-    parser.add_argument("--only", choices=("training", "storage", "generation"), action="append")
+    parser.add_argument("--only", choices=("training", "storage", "corpus", "generation"), action="append")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "latest.json", help="JSON output")
     args = parser.parse_args(argv)
     if args.threads or args.quick:
@@ -271,6 +312,7 @@ def main(argv: list[str] | None = None) -> int:
         sections = {
             "training": training_section,
             "storage": storage_section,
+            "corpus": corpus_section,
             "generation": generation_section,
         }
         for name, section in sections.items():

@@ -281,7 +281,10 @@ def test_fit_on_nanogpt_and_llmc_shards(mypt, tmp_path):
 
 def test_mypt_data_tokenises_ahead_and_describes_the_corpus(mypt, tmp_path):
     write(tmp_path / "books" / "inferno.txt", TEXT[:5000])
-    write(tmp_path / "notes.jsonl", "\n".join(json.dumps({"text": TEXT[i : i + 500]}) for i in range(0, 2000, 500)))
+    write(
+        tmp_path / "notes.jsonl",
+        "\n".join(json.dumps({"text": TEXT[i : i + 500]}) for i in range(0, 2000, 500)),
+    )
     r = mypt("data", "books", "notes.jsonl")
     assert r.code == 0, r
     jsonl = 2000 + 3  # characters and record separators
@@ -296,4 +299,6 @@ def test_mypt_data_tokenises_ahead_and_describes_the_corpus(mypt, tmp_path):
         assert line in r.out, (line, r.out)
     assert "already tokenised" in mypt("data", "books", "notes.jsonl").out
     r = mypt("data", "books/*.nothing")
-    assert r.code == 2 and r.err.startswith("mypt: error: input file pattern 'books/*.nothing' matches no file")
+    assert r.code == 2 and r.err.startswith(
+        "mypt: error: input file pattern 'books/*.nothing' matches no file"
+    )

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import collections
 import hashlib
+import itertools
 import json
 import multiprocessing
 import os
@@ -144,9 +145,7 @@ def load_corpus(
     digests = [file_digest(f.path, cache) for f in files]
     if tokenizer is None:
         if tokenizer_kind == "char":
-            chars: set[str] = set()
-            for f, digest in zip(files, digests, strict=True):
-                chars |= _file_chars(f, digest, cache, text_field)
+            chars = _corpus_chars(files, digests, cache, text_field, workers)
             several = len(files) > 1 or files[0].kind != "text"
             tokenizer = CharTokenizer.from_chars(chars, separator=several)
         else:
@@ -258,44 +257,46 @@ def _encode_text_files(
     workers: int,
     progress: _Progress,
 ) -> Iterator[tuple[int, np.ndarray, Path]]:
-    """(index, ids, cache file) of each text file, tokenised range by range."""
+    """(index, ids, cache file) of each text file, tokenised range by range: the ranges of every file
+    form one stream, so a pool never waits at a file's end."""
+    tasks = ((j, f.path, s, e) for j, f in enumerate(files) for s, e in text_ranges(f.path, CHUNK_BYTES))
     parallel = workers > 1 and sum(f.size for f in files) >= PARALLEL_MIN_BYTES
     pool = _pool(workers, _init_encoder, (tokenizer.to_dict(),)) if parallel else None
     try:
-        for f, i in zip(files, indices, strict=True):
-            ranges = text_ranges(f.path, CHUNK_BYTES)
-            if pool is not None:
-                pieces = _ordered(pool, _encode_range, ((f.path, s, e) for s, e in ranges), 2 * workers)
-            else:
-                pieces = _encode_here(f.path, ranges, tokenizer)
-            key = _key(f, digests[i], ident, "")
-            tokens, out = _write_entry(cache, key, f, digests[i], tokenizer, _counted(pieces, progress))
+        results = (
+            _ordered(pool, _encode_range, tasks, 2 * workers) if pool else _encode_here(tasks, tokenizer)
+        )
+        for j, group in itertools.groupby(results, key=lambda r: r[0]):
+            i = indices[j]
+            key = _key(files[j], digests[i], ident, "")
+            pieces = _counted(((n, ids) for _, n, ids in group), progress)
+            tokens, out = _write_entry(cache, key, files[j], digests[i], tokenizer, pieces)
             yield i, tokens, out
     finally:
         if pool is not None:
             pool.shutdown(cancel_futures=True)
 
 
-def _encode_here(path: Path, ranges: Iterator[tuple[int, int]], tokenizer: Tokenizer):
+def _encode_here(tasks, tokenizer: Tokenizer):
     """One process: char ranges one at a time (vectorised already), GPT-2 ranges to tiktoken's
     threaded batch encoder CHUNKS_PER_BATCH at a time."""
     if isinstance(tokenizer, CharTokenizer):
-        for start, end in ranges:
-            yield end - start, tokenizer.encode_array(read_text(path, start, end))
+        for j, path, start, end in tasks:
+            yield j, end - start, tokenizer.encode_array(read_text(path, start, end))
         return
-    batch: list[tuple[int, str]] = []
-    for start, end in ranges:
-        batch.append((end - start, read_text(path, start, end)))
+    batch: list[tuple[int, int, str]] = []
+    for j, path, start, end in tasks:
+        batch.append((j, end - start, read_text(path, start, end)))
         if len(batch) == CHUNKS_PER_BATCH:
             yield from _encode_batch(batch, tokenizer)
             batch = []
     yield from _encode_batch(batch, tokenizer)
 
 
-def _encode_batch(batch: list[tuple[int, str]], tokenizer: Tokenizer):
+def _encode_batch(batch: list[tuple[int, int, str]], tokenizer: Tokenizer):
     if batch:
-        for (n, _), ids in zip(batch, tokenizer.encode_batch([t for _, t in batch]), strict=True):
-            yield n, np.asarray(ids)
+        for (j, n, _), ids in zip(batch, tokenizer.encode_batch([t for _, _, t in batch]), strict=True):
+            yield j, n, np.asarray(ids)
 
 
 def _counted(pieces, progress: _Progress) -> Iterator[np.ndarray]:
@@ -312,15 +313,15 @@ def _init_encoder(tokenizer_dict: dict) -> None:
     _worker_tokenizer = tokenizer_from_dict(tokenizer_dict)
 
 
-def _encode_range(path: Path, start: int, end: int) -> tuple[int, np.ndarray]:
+def _encode_range(j: int, path: Path, start: int, end: int) -> tuple[int, int, np.ndarray]:
     text = read_text(path, start, end)
     tok = _worker_tokenizer
     ids = tok.encode_array(text) if isinstance(tok, CharTokenizer) else np.asarray(tok.encode(text))
-    return end - start, ids.astype(_dtype(tok), copy=False)
+    return j, end - start, ids.astype(_dtype(tok), copy=False)
 
 
-def _chars_of_range(path: Path, start: int, end: int) -> tuple[int, str]:
-    return end - start, "".join(set(read_text(path, start, end)))
+def _chars_of_range(i: int, path: Path, start: int, end: int) -> tuple[int, int, str]:
+    return i, end - start, "".join(set(read_text(path, start, end)))
 
 
 def _pool(workers: int, initializer=None, initargs=()) -> ProcessPoolExecutor:
@@ -346,38 +347,52 @@ def _ordered(pool: ProcessPoolExecutor, fn, args, window: int):
 # -- the char vocabulary ----------------------------------------------------------------------
 
 
-def _file_chars(file: InputFile, digest: str, cache: Path, text_field: str) -> set[str]:
-    """The characters of one file, remembered in the cache beside its ids."""
-    field = text_field if file.kind in ("jsonl", "parquet") else ""
-    memo = cache / "chars" / f"{digest[:32]}-{file.kind}-{field}.json"
-    try:
-        return set(json.loads(memo.read_text()))
-    except (OSError, ValueError, TypeError):
-        pass
-    chars: set[str] = set()
-    with _Progress(file.size, "reading characters") as progress:
-        if file.kind == "text":
-            if file.size >= PARALLEL_MIN_BYTES and default_workers() > 1:
-                with _pool(default_workers()) as pool:
-                    ranges = ((file.path, s, e) for s, e in text_ranges(file.path, CHUNK_BYTES))
-                    for n, found in _ordered(pool, _chars_of_range, ranges, 2 * default_workers()):
-                        chars.update(found)
-                        progress.update(n)
-            else:
-                for start, end in text_ranges(file.path, CHUNK_BYTES):
-                    chars.update(read_text(file.path, start, end))
-                    progress.update(end - start)
+def _corpus_chars(
+    files: list[InputFile], digests: list[str], cache: Path, text_field: str, workers: int
+) -> set[str]:
+    """The characters of every file, each file's remembered in the cache beside its ids. Text
+    files are read range by range, by a pool on a large corpus."""
+    field = {f.kind: text_field if f.kind in ("jsonl", "parquet") else "" for f in files}
+    memos = [
+        cache / "chars" / f"{d[:32]}-{f.kind}-{field[f.kind]}.json"
+        for f, d in zip(files, digests, strict=True)
+    ]
+    found: list[set[str] | None] = []
+    for memo in memos:
+        try:
+            found.append(set(json.loads(memo.read_text())))
+        except (OSError, ValueError, TypeError):
+            found.append(None)
+    todo = [i for i, chars in enumerate(found) if chars is None]
+    text = [i for i in todo if files[i].kind == "text"]
+    with _Progress(sum(files[i].size for i in todo), "reading characters") as progress:
+        for i in todo:
+            found[i] = set()
+        tasks = ((i, files[i].path, s, e) for i in text for s, e in text_ranges(files[i].path, CHUNK_BYTES))
+        if workers > 1 and sum(files[i].size for i in text) >= PARALLEL_MIN_BYTES:
+            with _pool(workers) as pool:
+                for i, n, chars in _ordered(pool, _chars_of_range, tasks, 2 * workers):
+                    found[i].update(chars)
+                    progress.update(n)
         else:
-            for doc in iter_documents(file, text_field):
-                chars.update(doc)
-    try:
-        memo.parent.mkdir(parents=True, exist_ok=True)
-        tmp = memo.with_name(f".{memo.name}.{uuid.uuid4().hex[:8]}")
-        tmp.write_text(json.dumps(sorted(chars)))
-        os.replace(tmp, memo)
-    except OSError:
-        pass
-    return chars
+            for task in tasks:
+                i, n, chars = _chars_of_range(*task)
+                found[i].update(chars)
+                progress.update(n)
+        for i in todo:
+            if files[i].kind != "text":
+                for doc in iter_documents(files[i], text_field):
+                    found[i].update(doc)
+                progress.update(files[i].size)
+    for i in todo:
+        try:
+            memos[i].parent.mkdir(parents=True, exist_ok=True)
+            tmp = memos[i].with_name(f".{memos[i].name}.{uuid.uuid4().hex[:8]}")
+            tmp.write_text(json.dumps(sorted(found[i])))
+            os.replace(tmp, memos[i])
+        except OSError:
+            pass  # the memo only saves time
+    return set().union(*found)
 
 
 # -- JSONL and Parquet records ----------------------------------------------------------------
