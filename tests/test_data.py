@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from mypt.data import FixedWindows, RandomWindows, TextDataModule, strip_gutenberg
+from mypt.corpus import strip_gutenberg
+from mypt.data import FixedWindows, RandomWindows, TextDataModule
 from mypt.errors import MyptError
 
 

@@ -26,6 +26,7 @@ import gzip
 import hashlib
 import json
 import os
+import re
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -315,6 +316,21 @@ def iter_text_chunks(path: Path, chunk_bytes: int) -> Iterator[str]:
     """The text of a file in pieces of about `chunk_bytes`, cut where tokenisation does not change."""
     for start, end in text_ranges(path, chunk_bytes):
         yield read_text(path, start, end)
+
+
+_GUTENBERG_START = re.compile(r"^\*\*\* ?START OF (THE|THIS) PROJECT GUTENBERG.*$", re.M | re.I)
+_GUTENBERG_END = re.compile(r"^\*\*\* ?END OF (THE|THIS) PROJECT GUTENBERG.*$", re.M | re.I)
+
+
+def strip_gutenberg(text: str) -> str:
+    """The book without Project Gutenberg's licence header and footer, when they are present."""
+    start = _GUTENBERG_START.search(text)
+    if start:
+        text = text[start.end() :]
+    end = _GUTENBERG_END.search(text)
+    if end:
+        text = text[: end.start()]
+    return text.strip("\r\n") + "\n" if (start or end) else text
 
 
 # -- JSONL and Parquet ------------------------------------------------------------------------

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 import sys
 import urllib.request
 from pathlib import Path
@@ -36,6 +35,7 @@ from mypt.corpus import (
     iter_texts,
     open_shard,
     resolve_inputs,
+    strip_gutenberg,
 )
 from mypt.errors import MyptError
 from mypt.token_cache import CHUNK_BYTES, default_cache_dir, load_corpus
@@ -50,19 +50,6 @@ from mypt.tokenizer import (
 
 MAX_CHARACTERS_SHOWN = 5  # of the characters a saved vocabulary lacks, the most frequent are named
 DEFAULT_BPE_VOCAB_SIZE = 4096
-_GUTENBERG_START = re.compile(r"^\*\*\* ?START OF (THE|THIS) PROJECT GUTENBERG.*$", re.M | re.I)
-_GUTENBERG_END = re.compile(r"^\*\*\* ?END OF (THE|THIS) PROJECT GUTENBERG.*$", re.M | re.I)
-
-
-def strip_gutenberg(text: str) -> str:
-    """The book without Project Gutenberg's licence header and footer, when they are present."""
-    start = _GUTENBERG_START.search(text)
-    if start:
-        text = text[start.end() :]
-    end = _GUTENBERG_END.search(text)
-    if end:
-        text = text[: end.start()]
-    return text.strip("\r\n") + "\n" if (start or end) else text
 
 
 def _window_rng(seed: int, *stream: int) -> np.random.Generator:
