@@ -29,8 +29,10 @@ def make_folder(folder: Path, megabytes: int, file_mb: int = 8) -> Path:
     text = find_text("divina_commedia.txt").read_text() + find_text("tinyshakespeare.txt").read_text()
     body = text * (file_mb * 1_000_000 // len(text.encode()) + 1)
     folder.mkdir(parents=True, exist_ok=True)
+    hour_ago = time.time() - 3600  # dated back, as a corpus that sits on disk is (see file_digest)
     for i in range(max(1, megabytes // file_mb)):
         (folder / f"{i:04d}.txt").write_text(f"{i}\n{body}")
+        os.utime(folder / f"{i:04d}.txt", (hour_ago, hour_ago))
     return folder
 
 

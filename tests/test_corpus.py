@@ -4,8 +4,10 @@ tokenizer's separator; validation from every document; a cache per file; exact G
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -136,6 +138,23 @@ def test_each_file_is_cached_alone_and_only_what_changed_is_tokenised(tmp_path, 
     assert written[3:] == ["1.txt", "3.txt"] and again.sha256 != first.sha256
     for f in again.files:
         assert f.tokens.tolist() == GPT2Tokenizer().encode(f.file.path.read_text(encoding="utf-8"))
+
+
+def test_digests_are_remembered_only_for_files_that_have_been_still(tmp_path):
+    path = write(tmp_path / "a.txt", "abc")
+    memo = tmp_path / "c"
+    first = corpus.file_digest(path, memo)
+    assert not (memo / "digests").exists()  # just written: it may change again within the clock's tick
+    write(path, "abd")  # the same size, maybe the same mtime
+    assert corpus.file_digest(path, memo) == hashlib.sha256(b"abd").hexdigest() != first
+    hour_ago = time.time() - 3600
+    os.utime(path, (hour_ago, hour_ago))
+    corpus.file_digest(path, memo)
+    (entry,) = (memo / "digests").iterdir()
+    entry.write_text(entry.read_text().replace(hashlib.sha256(b"abd").hexdigest(), "f" * 64))
+    assert corpus.file_digest(path, memo) == "f" * 64  # trusted while size, mtime and inode hold
+    write(path, "xyz")
+    assert corpus.file_digest(path, memo) == hashlib.sha256(b"xyz").hexdigest()
 
 
 def test_chunk_cuts_keep_gpt2_ids_exact_inside_a_newline_run(tmp_path, monkeypatch):

@@ -27,6 +27,7 @@ import hashlib
 import json
 import os
 import re
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -221,7 +222,9 @@ def file_digest(path: Path, memo_dir: Path | None = None) -> str:
             pass
     with open(path, "rb") as f:
         digest = hashlib.file_digest(f, "sha256").hexdigest()
-    if memo_file is not None:
+    # A file modified in the last seconds may change again within the clock's granularity (a few
+    # ms) keeping its stamp: git's "racily clean" case. Only a file that has been still is memoised.
+    if memo_file is not None and time.time() - st.st_mtime > 2:
         try:
             memo_file.parent.mkdir(parents=True, exist_ok=True)
             tmp = memo_file.with_name(f".{memo_file.name}.{uuid.uuid4().hex[:8]}")
