@@ -76,6 +76,7 @@ def test_documents_are_joined_by_the_separator_and_validate_from_each(tmp_path):
     tok = dm.tokenizer
     assert tok.chars[-1] == "\x00" and tok.eot_id == len(tok.chars) - 1  # NUL: last, never a text char
     assert tok.decode([tok.eot_id]) == ""  # generation never prints it
+    assert tok.token_byte_lengths()[tok.eot_id] == 0  # a separator is no text: bits per byte ignore it
     train = dm.train_tokens[: len(dm.train_tokens)]
     val = dm.val_tokens[: len(dm.val_tokens)]
     assert int((train == tok.eot_id).sum()) == 2 and int((val == tok.eot_id).sum()) == 2

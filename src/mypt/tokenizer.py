@@ -147,8 +147,8 @@ class CharTokenizer:
         return {"token_kind": "char", "chars": self.chars}
 
     def token_byte_lengths(self) -> list[int]:
-        """UTF-8 bytes of each token, indexed by id (for bits per byte)."""
-        return [len(ch.encode("utf-8")) for ch in self.chars]
+        """UTF-8 bytes of each token, indexed by id (for bits per byte); the separator counts 0."""
+        return [0 if i == self.eot_id else len(ch.encode("utf-8")) for i, ch in enumerate(self.chars)]
 
 
 @cache
