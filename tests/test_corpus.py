@@ -7,6 +7,7 @@ import gzip
 import hashlib
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -322,3 +323,12 @@ def test_mypt_data_tokenises_ahead_and_describes_the_corpus(mypt, tmp_path):
     assert r.code == 2 and r.err.startswith(
         "mypt: error: input file pattern 'books/*.nothing' matches no file"
     )
+
+
+def test_parquet_without_pyarrow_names_the_extra(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)  # import fails as when pyarrow is absent
+    path = write(tmp_path / "rows.parquet", b"PAR1")
+    with pytest.raises(
+        MyptError, match=r"rows.parquet is Parquet, which needs pyarrow: pip install 'mypt\[data\]'"
+    ):
+        load_corpus(resolve_inputs(str(path)), "gpt2", cache_dir=tmp_path / "c")
