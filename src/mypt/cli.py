@@ -98,6 +98,7 @@ def _data(args: argparse.Namespace) -> None:
         cache_dir=args.cache_dir,
         val_files=args.val_files,
         text_field=args.text_field,
+        vocab_size=args.vocab_size,
         block_size=1,
     )
     inputs = dm.inputs
@@ -145,7 +146,8 @@ def _reader_parser() -> argparse.ArgumentParser:
 
     p = command("data", "tokenise a corpus ahead of training and describe it")
     p.add_argument("paths", nargs="+", help="files, folders or quoted globs, as --data.input_file takes them")
-    p.add_argument("--tokenizer", default="char", help="char or gpt2 (token shards: gpt2)")
+    p.add_argument("--tokenizer", default="char", help="char, gpt2 or bpe (token shards: gpt2)")
+    p.add_argument("--vocab_size", type=int, default=None, help="tokens of a bpe tokenizer (none: 4096)")
     p.add_argument("--val_files", nargs="+", default=None, help="a held-out validation set")
     p.add_argument("--text_field", default="text", help="the JSONL field / Parquet column with the text")
     p.add_argument("--train_split", type=float, default=0.9, help="fraction of each document that trains")

@@ -150,7 +150,8 @@ def load_corpus(
             tokenizer = CharTokenizer.from_chars(chars, separator=several)
         else:
             tokenizer = build_tokenizer(tokenizer_kind)
-    ident = json.dumps(tokenizer.to_dict(), sort_keys=True)
+    # the tokenizer's kind and the hash of its tokenizer.json
+    ident = f"{tokenizer.kind}-{hashlib.sha256(json.dumps(tokenizer.to_dict(), sort_keys=True).encode()).hexdigest()[:12]}"
     entries: list[TokenCache | None] = []
     todo: list[int] = []
     for i, (f, digest) in enumerate(zip(files, digests, strict=True)):
@@ -178,9 +179,11 @@ def load_corpus(
 
 
 def _key(file: InputFile, digest: str, ident: str, text_field: str) -> str:
-    field = text_field if file.kind in ("jsonl", "parquet") else ""
-    tag = hashlib.sha256(f"{CACHE_VERSION}|{file.kind}|{field}|{ident}".encode()).hexdigest()[:12]
-    return f"{digest[:32]}-{file.kind}-{tag}"
+    """`<file sha256>-v<version><reader>[.<field>]-<tokenizer kind>-<tokenizer hash>`."""
+    reader = f"v{CACHE_VERSION}{file.kind}"
+    if file.kind in ("jsonl", "parquet"):
+        reader += "." + hashlib.sha256(text_field.encode()).hexdigest()[:8]
+    return f"{digest[:32]}-{reader}-{ident}"
 
 
 def _cached(file: InputFile, digest: str, cache: Path, key: str, tokenizer: Tokenizer) -> TokenCache | None:
