@@ -26,7 +26,7 @@ from tokenisation import shard_training, tokenisation_cost
 from training import compare
 
 from mypt.model import GPT, GPTConfig
-from mypt.module import device_peak_flops
+from mypt.precision import peak_flops
 from mypt.tokenizer import CharTokenizer, GPT2Tokenizer
 
 CONFIGS = REPO / "configs"
@@ -152,7 +152,7 @@ def gpu_section(quick: bool) -> dict:
     config = GPTConfig(block_size=1024, vocab_size=50304, n_layer=12, n_head=12, n_embd=768)
     with torch.device("meta"):  # the arithmetic only: no weights allocated
         flops = GPT(config).flops_per_token()
-    peak = device_peak_flops(torch.device("cuda", 0))
+    peak = peak_flops(torch.device("cuda", 0), mypt_args[-1])  # Lightning's figure for this GPU
     for row in result.values():
         row["mfu"] = flops * row["tokens_per_sec"] / peak if peak else None
     return {
@@ -307,7 +307,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.gpu:
         results["gpu"] = gpu_section(args.quick)
         if "skipped" in results["gpu"]:
+            # nothing measured: the last results file (the CPU figures of `make bench`) is left as it was
             print(f"bench-gpu: skipped: {results['gpu']['skipped']} (run `make bench` for the CPU figures)")
+            return 0
     else:
         sections = {
             "training": training_section,

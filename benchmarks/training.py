@@ -25,6 +25,7 @@ import yaml
 from common import find_text, peak_rss_mb
 from plain_loop import PlainTrainer, split_tokens
 
+from mypt import precision
 from mypt.model import GPTConfig
 from mypt.train_cli import MyptCLI
 
@@ -88,11 +89,37 @@ def summarize(times: list[tuple[float, float]], warmup: int, tokens_per_step: in
     }
 
 
+def mypt_choice(cfg: dict, mypt_args: tuple[str, ...] = ()) -> precision.SpeedChoice:
+    """The precision and compile `mypt fit --config CFG MYPT_ARGS` uses on this machine."""
+    given = dict(zip(mypt_args[::2], mypt_args[1::2], strict=False))
+    compile_arg = given.get("--model.compile")
+    return precision.choose(
+        precision.device_type("auto"),
+        given.get("--trainer.precision", cfg.get("trainer", {}).get("precision")),
+        None if compile_arg is None else compile_arg == "true",
+        n_embd=cfg["model"]["n_embd"],
+        tokens_per_step=cfg["data"]["batch_size"] * cfg["model"]["block_size"],
+    )
+
+
+def plain_amp(precision_name: str) -> str | None:
+    """The plain loop's `amp` for a Lightning precision: the same autocast dtype."""
+    if precision_name.startswith("bf16"):
+        return "bf16"
+    return "fp16" if precision_name.startswith("16") else None
+
+
 def plain_trainers(
-    cfg: dict, steps: int, save_dir: Path, guests: dict[str, dict], text: Path | None = None
+    cfg: dict,
+    steps: int,
+    save_dir: Path,
+    guests: dict[str, dict],
+    text: Path | None = None,
+    amp: str | None = None,
 ) -> dict[str, PlainTrainer]:
     """One PlainTrainer per guest (name -> options), set up as `mypt fit --config` sets up mypt
-    (on `text`, default the config's corpus)."""
+    (on `text`, default the config's corpus); `amp` (PlainTrainer's: None, "bf16" or "fp16") unless a
+    guest says otherwise."""
     model, data, trainer = cfg["model"], cfg["data"], cfg["trainer"]
     text = text or find_text(Path(data["input_file"]).name)
     train, val, vocab = split_tokens(str(text), data["tokenizer"])
@@ -108,7 +135,10 @@ def plain_trainers(
         "val_batches": trainer.get("limit_val_batches", 50),
         "save_dir": save_dir,
     }
-    return {name: PlainTrainer(config, train, val, **common, **options) for name, options in guests.items()}
+    return {
+        name: PlainTrainer(config, train, val, **{**common, "amp": amp, **options})
+        for name, options in guests.items()
+    }
 
 
 def compare(
@@ -120,12 +150,14 @@ def compare(
     mypt_args: tuple[str, ...] = (),
 ) -> dict:
     """mypt for `steps` steps with `config_file`, interleaved with one plain loop per entry of
-    `guests` (name -> PlainTrainer options); returns throughput per name."""
+    `guests` (name -> PlainTrainer options; in the precision mypt uses unless they say otherwise);
+    returns throughput per name."""
     config_file = config_file.resolve()
     cfg = load_config(config_file)
     text = find_text(Path(cfg["data"]["input_file"]).name)
+    amp = plain_amp(mypt_choice(cfg, mypt_args).precision)
     with tempfile.TemporaryDirectory() as tmp, _quiet(), _env(MYPT_CACHE_DIR=f"{tmp}/cache"), _cwd(tmp):
-        timer = Interleave(plain_trainers(cfg, steps, Path(tmp), guests), block)
+        timer = Interleave(plain_trainers(cfg, steps, Path(tmp), guests, amp=amp), block)
         args = ["--config", str(config_file), "--data.input_file", str(text), "--model_name", "bench"]
         run_mypt([*args, "--trainer.max_steps", str(steps), *mypt_args], timer)
     tokens = cfg["data"]["batch_size"] * cfg["model"]["block_size"]

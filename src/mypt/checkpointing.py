@@ -159,6 +159,7 @@ class BundleCheckpoint(Callback):
         resume_step: int | None = None,
         guard: RunGuard | None = None,
         keep_best: bool = True,
+        precision_choice: dict | None = None,
     ) -> None:
         """Writes the bundle at every validation and at the end of training, and keeps the weights
         with the lowest val loss so far as the bundle's best model.
@@ -172,12 +173,15 @@ class BundleCheckpoint(Callback):
                 weights for nan/inf before every save. By default one of its own, used for that check.
             keep_best: Keep the best model (``<dirpath>/best``); without it a best model already
                 there is left as it is.
+            precision_choice: How precision and compile were chosen (mypt.precision.SpeedChoice.record);
+                None: both as given to the Trainer and the module.
         """
         self.dirpath = Path(dirpath)
         self.resume_step = resume_step
         self.keep_best = keep_best
         self.best: dict | None = None  # best.json of the best model so far (a resume continues it)
         self._new_best: dict | None = None  # set when this validation improved on it, until saved
+        self.precision_choice = precision_choice
         self.command_line = list(command_line) if command_line is not None else list(sys.argv[1:])
         self.saved: dict | None = None  # the bundle this run resumed from (its JSON parts)
         self.start_step = 0
@@ -407,6 +411,14 @@ class BundleCheckpoint(Callback):
             "data": data,
             "init_from": init_from,
             "settings": settings,
+            "precision_choice": self.precision_choice
+            or {
+                "precision": str(trainer.precision),
+                "compile": bool(hparams.get("compile")),
+                "device": pl_module.device.type,
+                "automatic": [],
+                "reason": "",
+            },
             "lr_schedule": pl_module.lr_segments,
             "history": history,
             "created_at": previous.get("created_at", self.started_at),

@@ -8,6 +8,7 @@ import time
 
 import lightning.pytorch as pl
 import torch
+from lightning.fabric.utilities.throughput import Throughput
 from torch.distributed.fsdp.sharded_grad_scaler import ShardedGradScaler
 
 from mypt.bundle import build_model, load_config, resolve_bundle
@@ -15,18 +16,9 @@ from mypt.config import ARCHITECTURE_KEYS
 from mypt.errors import MyptError
 from mypt.fsdp import BundleFSDPStrategy
 from mypt.model import GPT, GPTConfig
+from mypt.precision import auto_compile, peak_flops
 from mypt.sampling import sample
 from mypt.schedule import check_last_step, continue_schedule, lr_at, new_schedule
-
-# bf16 dense peak FLOP/s per device, for MFU; devices not listed log no MFU
-PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12, "A10": 125e12, "4090": 165e12}
-
-
-def device_peak_flops(device: torch.device) -> float | None:
-    if device.type != "cuda":
-        return None
-    name = torch.cuda.get_device_name(device)
-    return next((flops for key, flops in PEAK_FLOPS.items() if key in name), None)
 
 
 def is_logging_step(trainer: pl.Trainer, step: int) -> bool:
@@ -60,7 +52,7 @@ class GPTModule(pl.LightningModule):
         beta1: float = 0.9,
         beta2: float = 0.99,
         optimizer_impl: str = "auto",
-        compile: bool = False,
+        compile: bool | None = None,
         init_from: str | None = None,
     ) -> None:
         """A GPT and how to train it.
@@ -81,8 +73,9 @@ class GPTModule(pl.LightningModule):
             beta2: AdamW beta2.
             optimizer_impl: AdamW kernels: ``auto`` (fused on CUDA and CPU, the fastest there as
                 measured in docs/benchmarks.md; foreach elsewhere), ``fused``, ``foreach`` or ``for-loop``.
-            compile: Compile the model with torch.compile. Off by default: on a CPU it gains about
-                10% after half a minute of compiling (docs/benchmarks.md); worth it for long GPU runs.
+            compile: Compile the model with torch.compile. Unset, chosen for the hardware (see
+                mypt.precision): on for CUDA GPUs; off on a CPU, where it gains a few percent after
+                20-40 s of compiling (docs/benchmarks.md).
             init_from: A bundle to fine-tune from: its weights and tokenizer start this new model.
         """
         super().__init__()
@@ -108,15 +101,19 @@ class GPTModule(pl.LightningModule):
             parent = resolve_bundle(init_from)
             self.model.load_state_dict(build_model(parent, load_config(parent)).state_dict())
         self.lr_segments: list[dict] | None = None  # the LR schedule; see mypt.schedule
-        self._peak_flops: float | None = None
-        self._timer: tuple[float, int] | None = None  # (time, step) of the last throughput reading
+        self._throughput: Throughput | None = None  # Lightning's tokens/s, FLOP/s and MFU arithmetic
+        # (clock, seconds spent training, samples on this device) at the last throughput reading
+        self._timer: tuple[float, float, int] | None = None
         self._validation_started: float | None = None
         self._validation_time = 0.0  # seconds of evaluation since the last reading
         self._token_bytes: torch.Tensor | None = None  # UTF-8 bytes of each token id, for bits per byte
         self._eval_sums: torch.Tensor | None = None  # (nats, bytes) over this evaluation's windows
 
     def configure_model(self) -> None:
-        if self.hparams.compile:
+        compile_model = self.hparams.compile
+        if compile_model is None:  # not chosen by `mypt fit`: GPTModule used on its own
+            compile_model = auto_compile(self.device.type)
+        if compile_model:
             self.model.compile()
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
@@ -207,31 +204,46 @@ class GPTModule(pl.LightningModule):
         return index, sample(self.model, self.trainer.datamodule.tokenizer, prompt, seed=index)
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
-        """Throughput (and MFU on a known GPU) over the steps since the last logged step."""
+        """tokens/s (and MFU where the device's peak is known) over the steps since the last logged
+        step, computed by Lightning's Throughput on logging steps only (no synchronisation per step)."""
         step = self.global_step
-        if not is_logging_step(self.trainer, step):
+        if self._throughput is None or not is_logging_step(self.trainer, step):
             return
         if self.device.type == "cuda":
             # kernels are queued asynchronously: the clock must wait for the steps it times to finish
             torch.cuda.synchronize(self.device)
         now = time.perf_counter()
-        if self._timer is not None and step > self._timer[1]:
-            x, _ = batch
-            tokens = (step - self._timer[1]) * x.numel() * self.trainer.accumulate_grad_batches
-            tokens *= self.trainer.world_size
-            tokens_per_sec = tokens / max(now - self._timer[0] - self._validation_time, 1e-9)
-            self.log("tokens_per_sec", tokens_per_sec, prog_bar=True)
-            if self._peak_flops:
-                mfu = self.flops_per_token * tokens_per_sec / (self._peak_flops * self.trainer.world_size)
-                self.log("mfu", mfu)
-        self._timer = (now, step)
+        x, _ = batch
+        batches = step * self.trainer.accumulate_grad_batches  # on this device
+        samples = batches * x.shape[0]
+        if self._timer is None:
+            training_seconds, new_samples = 0.0, 0
+        else:
+            # tokens_per_sec measures training steps, not the evaluations between them
+            clock, training_seconds, last_samples = self._timer
+            training_seconds += max(now - clock - self._validation_time, 1e-9)
+            new_samples = samples - last_samples
+        self._timer = (now, training_seconds, samples)
         self._validation_time = 0.0
+        self._throughput.update(
+            time=training_seconds,
+            batches=batches,
+            samples=samples,
+            lengths=samples * x.shape[1],
+            flops=self.flops_per_token * new_samples * x.shape[1],
+        )
+        metrics = self._throughput.compute()
+        if "device/items_per_sec" in metrics:
+            self.log(
+                "tokens_per_sec", metrics["device/items_per_sec"] * self.trainer.world_size, prog_bar=True
+            )
+        if "device/mfu" in metrics:
+            self.log("mfu", metrics["device/mfu"])
 
     def on_validation_start(self) -> None:
         self._validation_started = time.perf_counter()
 
     def on_validation_end(self) -> None:
-        # tokens_per_sec measures training steps, not the evaluations between them
         if self._validation_started is not None:
             self._validation_time += time.perf_counter() - self._validation_started
             self._validation_started = None
@@ -324,7 +336,10 @@ class GPTModule(pl.LightningModule):
     def on_train_start(self) -> None:
         """Settings given for this run win over those restored with the optimizer state."""
         check_last_step(self.trainer.max_steps)
-        self._peak_flops = device_peak_flops(self.device)
+        # the peak in the run's compute dtype: Lightning's figure on a GPU, measured on a CPU (0.1 s)
+        peak = peak_flops(self.device, self.trainer.precision) if self.trainer.loggers else None
+        self._throughput = Throughput(available_flops=peak, world_size=self.trainer.world_size, window_size=2)
+        self._timer = None
         matrices, _others = self.optimizers().param_groups  # as built in configure_optimizers
         matrices["weight_decay"] = self.hparams.weight_decay
         for group in self.optimizers().param_groups:

@@ -25,7 +25,7 @@ from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, Progress
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities import rank_zero_only
 
-from mypt import bundle, corpus, fsdp
+from mypt import bundle, corpus, fsdp, precision
 from mypt.checkpointing import BundleCheckpoint
 from mypt.config import ARCHITECTURE_KEYS, DATA_ARCHITECTURE_KEYS
 from mypt.dashboard import StepTensorBoardLogger, TrainingDashboard, progress_callback, start_header
@@ -94,6 +94,7 @@ class MyptCLI(LightningCLI):
         self.resume_from: Path | None = None
         self.saved_state: dict = {}
         self.saved_config: dict = {}
+        self.speed: precision.SpeedChoice | None = None  # fit's precision and compile
         self.command_line = list(sys.argv[1:] if args is None else args)
         self.vocab_size_given: str | None = None  # --model.vocab_size, compared with a saved model's
         self.replace: Path | None = None  # the bundle that --restart sets aside once the run starts
@@ -229,6 +230,24 @@ class MyptCLI(LightningCLI):
                 "nothing to train (raise --trainer.max_steps to continue it, or give another --model_name)"
             )
             raise NothingToTrain
+        self._choose_precision(subcommand, cfg)
+
+    def _choose_precision(self, subcommand: str, cfg) -> None:
+        """Unset --trainer.precision and --model.compile become concrete values chosen for the hardware
+        (mypt.precision), so the bundle records what ran. Evaluation keeps float32 and eager: its
+        figures and samples are the exact ones `mypt generate` and a float32 run would give."""
+        if subcommand != "fit":
+            cfg.model.compile = bool(cfg.model.compile)
+            return
+        self.speed = precision.choose(
+            precision.device_type(cfg.trainer.get("accelerator")),
+            cfg.trainer.get("precision"),
+            cfg.model.compile,
+            n_embd=cfg.model.n_embd,
+            tokens_per_step=cfg.data.batch_size * cfg.model.block_size,
+        )
+        cfg.trainer.precision = self.speed.precision
+        cfg.model.compile = self.speed.compile
 
     def _resume_source(self, subcommand: str, cfg) -> Path | None:
         if cfg.get("ckpt_path"):
@@ -260,7 +279,10 @@ class MyptCLI(LightningCLI):
         }
         defaults.update(_architecture_defaults(self.saved_config))
         saved = saved_settings(self.saved_state)
-        defaults.update({k: v for k, v in saved.items() if not k.startswith("data.")})
+        # precision and compile chosen for the machine that trained are chosen again for this one
+        automatic = self.saved_state.get("precision_choice", {}).get("automatic", [])
+        skip = {"trainer.precision" if name == "precision" else f"model.{name}" for name in automatic}
+        defaults.update({k: v for k, v in saved.items() if not k.startswith("data.") and k not in skip})
         for key in ("input_file", "train_split", "seed", "url", "val_files", "text_field"):
             if f"data.{key}" in saved:
                 defaults[f"data.{key}"] = saved[f"data.{key}"]
@@ -347,6 +369,7 @@ class MyptCLI(LightningCLI):
             resume_step=resume_step,
             guard=guard,
             keep_best=cfg.keep_best,
+            precision_choice=self.speed.record() if self.speed else None,
         )
         callbacks.append(guard)
         if cfg.early_stopping.patience is not None and self.subcommand == "fit":
@@ -414,6 +437,8 @@ class MyptCLI(LightningCLI):
             return
         saver = next(c for c in self.trainer.callbacks if isinstance(c, BundleCheckpoint))
         print(start_header(self.trainer, self.model, self.datamodule, saver.dirpath, saver.resume_step))
+        if self.speed is not None:
+            print(self.speed.line())
         if self.resume_from is not None:
             files = self.datamodule.settings()["files"]
             print(resume_report(self.resume_from, self.saved_state, self.config["fit"], files))

@@ -1,0 +1,208 @@
+"""Precision and compilation chosen for the hardware at hand, and the peak FLOP/s that MFU divides by.
+
+`--trainer.precision` and `--model.compile` left unset are chosen here, once, before the Trainer is
+built: on a CUDA GPU bf16-mixed (16-mixed with the loss scaler where the GPU has no bf16) and
+torch.compile; on a CPU bf16-mixed only where its matmuls are native and large enough to pay for
+autocast's casts, float32 elsewhere, and no compile. Explicit values always win. The choice is
+stated in one line at the start of a run and recorded in training_state.json (`precision_choice`).
+
+Peak FLOP/s come from Lightning's `get_available_flops` on GPUs and, on a CPU, from a short
+measurement of matmuls in the run's compute dtype (Lightning has no CPU figures).
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from lightning.fabric.utilities.throughput import _CUDA_FLOPS, get_available_flops
+
+# On a CPU, bf16-mixed pays when one n_embd x n_embd matmul of a step (batch x block_size x n_embd^2
+# multiply-adds) is large enough for the bf16 kernels to win back autocast's casts and extra ops. The
+# crossover depends on the bf16 instructions (first flag present wins), measured side by side
+# (docs/benchmarks.md, "The automatic precision"):
+# - avx512_bf16 without AMX (this project's AMD EPYC, 1 thread, bf16/float32 speed): 64 tokens x 32^2
+#   0.62x, 256 x 64^2 (1.0 M) 0.99x, 256 x 128^2 (4.2 M) 1.49x, configs/dante_cpu.yaml (12.6 M) 1.87x,
+#   4 x 256 wide (50 M) 2.2x: from 4.2 M on.
+# - amx_bf16 (a Xeon, 2 threads, figures from the issue that asked for this choice): configs/dante_cpu.yaml
+#   (12.6 M) 0.76x, the design note's model (1.2 G) 2.7x; AMX tiles cost more to set up: from 33.5 M on.
+CPU_BF16_MIN_MATMUL = {"amx_bf16": 2**25, "avx512_bf16": 2**22}
+# The dtype of the matmuls each precision runs, for peak FLOP/s
+COMPUTE_DTYPES = {
+    "bf16-mixed": torch.bfloat16, "bf16-true": torch.bfloat16, "bf16": torch.bfloat16,
+    "16-mixed": torch.float16, "16-true": torch.float16, "16": torch.float16,
+    "64-true": torch.float64, "64": torch.float64,
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class SpeedChoice:
+    """What a run uses, and which of it was chosen here rather than given."""
+
+    precision: str
+    compile: bool
+    device: str  # "cuda", "cpu", or another accelerator's name
+    automatic: tuple[str, ...]  # "precision" and/or "compile": the settings chosen here
+    reason: str
+
+    def line(self) -> str:
+        """The one line a run states at its start."""
+        given = {"precision": "automatic", "compile": "automatic"}
+        for name in given:
+            if name not in self.automatic:
+                given[name] = "as given"
+        precision = f"precision {self.precision} ({given['precision']})"
+        compiled = f"compile {'on' if self.compile else 'off'} ({given['compile']})"
+        why = f": {self.reason}" if self.automatic else ""
+        return f"mypt: {precision}, {compiled} on {self.device}{why}"
+
+    def record(self) -> dict:
+        """The `precision_choice` entry of training_state.json."""
+        return {
+            "precision": self.precision,
+            "compile": self.compile,
+            "device": self.device,
+            "automatic": list(self.automatic),
+            "reason": self.reason,
+        }
+
+
+def device_type(accelerator: object) -> str:
+    """The device a Trainer with this `accelerator` setting trains on: "cuda", "cpu" or the name asked for."""
+    name = accelerator if isinstance(accelerator, str) else type(accelerator).__name__.lower()
+    name = (name or "auto").lower()
+    if name in ("auto", "gpu", "cuda") and torch.cuda.is_available():
+        return "cuda"
+    if name in ("auto", "cpu") or "cpu" in name:
+        return "cpu"
+    return "cuda" if "cuda" in name else name
+
+
+def choose(
+    device: str,
+    precision: str | None,
+    compile: bool | None,
+    *,
+    n_embd: int,
+    tokens_per_step: int,
+) -> SpeedChoice:
+    """Precision and compile for a run on `device`; None means "choose for the hardware"."""
+    automatic = tuple(
+        name for name, value in (("precision", precision), ("compile", compile)) if value is None
+    )
+    compiled = auto_compile(device)
+    if device == "cuda":
+        if torch.cuda.is_bf16_supported(including_emulation=False):
+            auto_precision, reason = "bf16-mixed", "this GPU computes in bf16"
+        else:
+            auto_precision, reason = "16-mixed", "this GPU has no bf16: float16 with a loss scaler"
+        reason += "; compiled" if compiled else "; eager (Triton needs compute capability 7.0)"
+    elif device == "cpu":
+        matmul = tokens_per_step * n_embd * n_embd
+        flag = cpu_bf16_flag()
+        if flag is None:
+            auto_precision = "32-true"
+            reason = f"this CPU has no native bf16 matmul ({' or '.join(CPU_BF16_MIN_MATMUL)}); bf16 would be emulated"
+        else:
+            least = CPU_BF16_MIN_MATMUL[flag]
+            size = f"batch x block_size x n_embd^2 = {matmul / 1e6:.1f} M"
+            if matmul < least:
+                auto_precision = "32-true"
+                reason = f"bf16 does not pay for matmuls this small on a CPU with {flag} ({size} < {least / 1e6:.1f} M)"
+            else:
+                auto_precision = "bf16-mixed"
+                reason = (
+                    f"this CPU has {flag} and the matmuls are large enough ({size} >= {least / 1e6:.1f} M)"
+                )
+    else:
+        auto_precision, reason = "32-true", f"no automatic choice on {device}: float32, eager"
+    return SpeedChoice(
+        precision=auto_precision if precision is None else str(precision),
+        compile=compiled if compile is None else bool(compile),
+        device=device,
+        automatic=automatic,
+        reason=reason,
+    )
+
+
+def auto_compile(device: str) -> bool:
+    """Compile where it pays: on CUDA GPUs that Triton (torch.compile's GPU code generator) supports,
+    compute capability 7.0 and up. Not on a CPU: a few percent per step after 20-40 s of compiling
+    (docs/benchmarks.md)."""
+    return device == "cuda" and torch.cuda.get_device_capability() >= (7, 0)
+
+
+def cpu_bf16_flag() -> str | None:
+    """The CPU flag of this CPU's native bf16 matmul instructions (Linux's CPU flags; None where unknown)."""
+    flags = set(_cpu_flags())
+    return next((flag for flag in CPU_BF16_MIN_MATMUL if flag in flags), None)
+
+
+@functools.cache
+def _cpu_flags() -> tuple[str, ...]:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return ()
+    match = re.search(r"^flags\s*:(.*)$", text, re.M)
+    return tuple(match.group(1).split()) if match else ()
+
+
+# -- peak FLOP/s ---------------------------------------------------------------------------------
+
+
+def compute_dtype(precision: str) -> torch.dtype:
+    return COMPUTE_DTYPES.get(str(precision), torch.float32)
+
+
+def peak_flops(device: torch.device, precision: str) -> float | None:
+    """The device's peak FLOP/s in the run's compute dtype, for MFU; None where unknown."""
+    dtype = compute_dtype(precision)
+    if device.type == "cpu":
+        return measured_cpu_flops(dtype, torch.get_num_threads())
+    if device.type != "cuda":
+        return get_available_flops(device, dtype)
+    return cuda_peak_flops(device, dtype)
+
+
+def cuda_peak_flops(device: torch.device, dtype: torch.dtype) -> float | None:
+    """Lightning's figure for this GPU, checked against the GPU's model number.
+
+    Lightning 2.6 finds the chip by substring, so a model number that begins with a shorter one gets
+    the shorter one's figure: "NVIDIA L40S" and "NVIDIA L40" get the L4's (121 TFLOP/s bf16, 3x too
+    high an MFU for an L40S), "NVIDIA RTX A4000" the A40's. A figure is used only when it belongs to
+    a table entry named by the GPU's own model number. torch names the H200 SXM "NVIDIA H200", which
+    Lightning does not parse, and its h200 entries are the sparse figures (2,000 TFLOP/s bf16): the
+    H200 is the H100 SXM's chip with more memory, so it takes the h100 sxm figures.
+    """
+    name = torch.cuda.get_device_name(device).lower()
+    model = next((word for word in re.findall(r"[a-z0-9]+", name) if re.search(r"\d", word)), None)
+    if model == "h200":
+        figure = _CUDA_FLOPS["h100 sxm"].get(dtype)
+        return None if figure is None else float(figure)
+    figure = get_available_flops(device, dtype)
+    if figure is None or model is None:
+        return None if figure is None else float(figure)
+    entries = [flops for chip, flops in _CUDA_FLOPS.items() if model in chip.split()]
+    if not any(figure in flops.values() for flops in entries):
+        return None  # Lightning took a shorter model number inside this one
+    return float(figure)
+
+
+@functools.cache
+def measured_cpu_flops(dtype: torch.dtype, threads: int) -> float:
+    """This CPU's matmul FLOP/s in `dtype` with `threads` threads: the best of a few 1024^3 products
+    (about 0.1 s). Lightning keeps no CPU figures; measured once per process."""
+    n = 1024
+    a = torch.randn(n, n).to(dtype)
+    b = torch.randn(n, n).to(dtype)
+    best = float("inf")
+    for _ in range(6):  # the first warms oneDNN's kernel cache
+        start = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - start)
+    return 2 * n**3 / best
