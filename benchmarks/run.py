@@ -20,21 +20,30 @@ from pathlib import Path
 
 import torch
 from common import REPO, find_text
+from convergence import precision_gap
 from generation import generation_speed
 from storage import checkpoint_cost, data_cost, inspect_cost
 from tokenisation import shard_training, tokenisation_cost
-from training import compare
+from training import compare, load_config, mypt_choice
 
 from mypt.model import GPT, GPTConfig
-from mypt.precision import peak_flops
+from mypt.precision import measured_cpu_flops, peak_flops
 from mypt.tokenizer import CharTokenizer, GPT2Tokenizer
 
 CONFIGS = REPO / "configs"
 HERE = Path(__file__).resolve().parent
 
-# steps, block (steps per turn), warm-up steps dropped: full run / --quick
-FULL = {"cpu": (220, 20, 40), "gpt2": (50, 10, 10), "compile": (160, 20, 60), "rss_steps": 100}
-QUICK = {"cpu": (24, 6, 2), "gpt2": (6, 3, 1), "compile": None, "rss_steps": 6}
+# steps, block (steps per turn), warm-up steps dropped: full run / --quick; "design": the design note's
+# model (the CPU config under --quick, which checks the harness only); "gap": steps of the bf16/float32
+# comparison and its validation interval
+FULL = {
+    "cpu": (220, 20, 40), "gpt2": (50, 10, 10), "compile": (160, 20, 60), "rss_steps": 100,
+    "design": ("dante.yaml", 24, 4, 4), "gap": (300, 100),
+}  # fmt: skip
+QUICK = {
+    "cpu": (24, 6, 2), "gpt2": (6, 3, 1), "compile": None, "rss_steps": 6,
+    "design": ("dante_cpu.yaml", 6, 3, 1), "gap": (4, 2),
+}  # fmt: skip
 
 
 def machine() -> dict:
@@ -63,7 +72,9 @@ def machine() -> dict:
 
 def training_section(quick: bool) -> dict:
     plan = QUICK if quick else FULL
-    guests = {"plain": {}, "plain_again": {}}  # two identical loops: their ratio is the noise floor
+    # two identical loops: their ratio is the noise floor; the plain loops train in the precision mypt
+    # chooses, except plain_float32
+    guests = {"plain": {}, "plain_again": {}, "plain_float32": {"bf16": False}}
     if not quick:
         guests |= {
             "plain_foreach": {"optimizer_impl": "foreach"},
@@ -86,6 +97,33 @@ def training_section(quick: bool) -> dict:
         )
         rss[kind] = float(result.stdout.strip().splitlines()[-1])
     out["peak_rss_mb"] = rss
+    return out
+
+
+def precision_section(quick: bool) -> dict:
+    """The automatic precision: the design note's model in mypt's choice against float32 and against
+    the plain loop in the same precision; bf16's validation loss against float32's; MFU against this
+    CPU's matmul peak, measured here."""
+    plan = QUICK if quick else FULL
+    config, *steps = plan["design"]
+    guests = {"plain": {}, "plain_float32": {"bf16": False}}
+    out = {"design_note": compare(CONFIGS / config, *steps, guests=guests), "config": config}
+    threads = torch.get_num_threads()
+    peaks = {
+        "bf16": measured_cpu_flops(torch.bfloat16, threads),
+        "float32": measured_cpu_flops(torch.float32, threads),
+    }
+    out["cpu_peak_flops"] = peaks
+    cfg = load_config(CONFIGS / config)
+    out["choice"] = mypt_choice(cfg).record()
+    model = GPTConfig(
+        vocab_size=80, **{k: cfg["model"][k] for k in ("n_layer", "n_head", "n_embd", "block_size")}
+    )
+    with torch.device("meta"):
+        flops = GPT(model).flops_per_token()
+    for row in out["design_note"].values():
+        row["mfu_bf16_peak"] = flops * row["tokens_per_sec"] / peaks["bf16"]
+    out["precision_gap"] = precision_gap(CONFIGS / "dante_cpu.yaml", *plan["gap"])
     return out
 
 
@@ -187,6 +225,9 @@ def table(results: dict) -> list[tuple[str, str, str]]:
             mean = r["mypt"]["mean_tokens_per_sec"] / r["plain"]["mean_tokens_per_sec"]
             rows.append((f"train {label}: mypt/plain, mean incl. eval+save", f"{mean:.3f}", ""))
         r = t["cpu_config"]
+        auto = r["plain"]["tokens_per_sec"] / r["plain_float32"]["tokens_per_sec"]
+        rows.append(("CPU config: automatic precision / float32 (plain loops)", f"{auto:.3f}",
+                     verdict(auto >= 1.0, ">= 1.0")))  # fmt: skip
         noise = r["plain_again"]["tokens_per_sec"] / r["plain"]["tokens_per_sec"]
         rows.append(("noise floor: plain/identical plain (wall)", f"{noise:.3f}", "1.000 on a quiet machine"))
         for impl in ("foreach", "forloop"):
@@ -203,6 +244,28 @@ def table(results: dict) -> list[tuple[str, str, str]]:
             rows.append(("mypt compiled / plain eager", f"{mypt:.3f}", ""))
         rss = t["peak_rss_mb"]
         rows.append(("peak RSS MB: mypt fit / plain loop", f"{rss['mypt']:.0f} / {rss['plain']:.0f}", ""))
+    p = results.get("precision")
+    if p:
+        r, label = p["design_note"], f"{p['config']} ({p['choice']['precision']})"
+        rows.append((f"train {label}: mypt tokens/s", f"{r['mypt']['tokens_per_sec']:,.0f}", ""))
+        speed = r["mypt"]["tokens_per_sec"] / r["plain_float32"]["tokens_per_sec"]
+        rows.append((f"train {label}: mypt / plain float32", f"{speed:.2f}", verdict(speed >= 2.5, ">= 2.5")))
+        ratio = r["mypt"]["tokens_per_sec"] / r["plain"]["tokens_per_sec"]
+        rows.append(
+            (
+                f"train {label}: mypt / plain, same precision",
+                f"{ratio:.3f}",
+                verdict(ratio >= 0.97, ">= 0.97"),
+            )
+        )
+        peak = p["cpu_peak_flops"]
+        rows.append(("CPU matmul peak GFLOP/s: bf16 / float32", f"{peak['bf16'] / 1e9:,.0f} / {peak['float32'] / 1e9:,.0f}",
+                     f"{torch.get_num_threads()} threads, 1024^3 products"))  # fmt: skip
+        mfu = " / ".join(f"{r[name]['mfu_bf16_peak']:.1%}" for name in ("mypt", "plain", "plain_float32"))
+        rows.append((f"train {label}: MFU vs bf16 peak, mypt / plain / plain float32", mfu, ""))
+        gap = p["precision_gap"]
+        rows.append((f"val/loss bf16 - float32, 4 x 256, {gap['steps']} steps (largest)", f"{gap['gap']:.4f}",
+                     verdict(gap["gap"] <= 0.02, "<= 0.02")))  # fmt: skip
     s = results.get("storage")
     if s:
         c = s["checkpoint"]
@@ -296,7 +359,9 @@ def main(argv: list[str] | None = None) -> int:
         "--gpu", action="store_true", help="the GPU benchmark (GPT-2 124M) instead of the CPU one"
     )
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's own choice)")
-    parser.add_argument("--only", choices=("training", "storage", "corpus", "generation"), action="append")
+    parser.add_argument(
+        "--only", choices=("training", "precision", "storage", "corpus", "generation"), action="append"
+    )
     parser.add_argument("--out", type=Path, default=HERE / "results" / "latest.json", help="JSON output")
     args = parser.parse_args(argv)
     if args.threads or args.quick:
@@ -313,6 +378,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         sections = {
             "training": training_section,
+            "precision": precision_section,
             "storage": storage_section,
             "corpus": corpus_section,
             "generation": generation_section,

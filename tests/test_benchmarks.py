@@ -59,12 +59,17 @@ def test_quick_benchmark_prints_the_table_and_writes_json(tmp_path: Path) -> Non
             training[config]["mypt"]["tokens_per_sec"] > 0 and training[config]["plain"]["tokens_per_sec"] > 0
         )
     assert training["peak_rss_mb"]["mypt"] > 0 and training["peak_rss_mb"]["plain"] > 0
+    assert training["cpu_config"]["plain_float32"]["tokens_per_sec"] > 0
+    auto = results["precision"]
+    assert auto["design_note"]["plain_float32"]["mfu_bf16_peak"] > 0 and auto["cpu_peak_flops"]["bf16"] > 0
+    assert auto["precision_gap"]["gap"] >= 0 and len(auto["precision_gap"]["bf16"]) == 2
     storage = results["storage"]
     assert storage["checkpoint"]["bundle_bytes"] >= storage["checkpoint"]["torch_save_bytes"] > 0
     assert storage["inspect"]["large_get_model_info_s"] > 0
     assert all(d["cached_s"] > 0 and d["array_mb"] > 0 for d in storage["data"].values())
     assert results["generation"]["char"]["tokens_per_sec"] > 0
-    for figure in ("mypt/plain (wall)", "bundle write s / torch.save s", "cached load", "generate tokens/s"):
+    for figure in ("mypt/plain (wall)", "automatic precision / float32", "mypt / plain float32",
+                   "val/loss bf16 - float32", "bundle write s / torch.save s", "cached load", "generate tokens/s"):  # fmt: skip
         assert figure in proc.stdout
     assert not (tmp_path / "checkpoints").exists() and not (tmp_path / "logs").exists()  # all in temp dirs
 
