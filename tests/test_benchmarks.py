@@ -42,7 +42,7 @@ def _run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
         cwd=cwd,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=600,  # minutes on a loaded 2-core machine
     )
 
 
