@@ -74,7 +74,7 @@ def training_section(quick: bool) -> dict:
     plan = QUICK if quick else FULL
     # two identical loops: their ratio is the noise floor; the plain loops train in the precision mypt
     # chooses, except plain_float32
-    guests = {"plain": {}, "plain_again": {}, "plain_float32": {"bf16": False}}
+    guests = {"plain": {}, "plain_again": {}, "plain_float32": {"amp": None}}
     if not quick:
         guests |= {
             "plain_foreach": {"optimizer_impl": "foreach"},
@@ -106,7 +106,7 @@ def precision_section(quick: bool) -> dict:
     CPU's matmul peak, measured here."""
     plan = QUICK if quick else FULL
     config, *steps = plan["design"]
-    guests = {"plain": {}, "plain_float32": {"bf16": False}}
+    guests = {"plain": {}, "plain_float32": {"amp": None}}
     out = {"design_note": compare(CONFIGS / config, *steps, guests=guests), "config": config}
     threads = torch.get_num_threads()
     peaks = {

@@ -17,7 +17,7 @@ from torch.distributed.fsdp.sharded_grad_scaler import ShardedGradScaler
 from mypt.errors import MyptError
 from mypt.fsdp import BundleFSDPStrategy
 from mypt.module import GPTModule
-from mypt.train_cli import use_tensor_cores
+from mypt.precision import use_tensor_cores
 
 SMALL = {"n_layer": 2, "n_head": 2, "n_embd": 16, "block_size": 8, "vocab_size": 16}
 CLIP = 0.05  # far below the gradient's norm (about 1), so clipping acts

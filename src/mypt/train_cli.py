@@ -20,7 +20,7 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
-from lightning.pytorch.accelerators import Accelerator, CUDAAccelerator
+from lightning.pytorch.accelerators import CUDAAccelerator
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities import rank_zero_only
@@ -397,7 +397,7 @@ class MyptCLI(LightningCLI):
             # accelerator whose package is missing (tpu without torch_xla)
             raise MyptError(" ".join(str(e).split())) from None
         check_strategy(trainer.strategy)  # here, before Lightning starts the other ranks
-        use_tensor_cores(trainer.accelerator)
+        precision.use_tensor_cores(trainer.accelerator)
         return trainer
 
     def _set_aside_the_old_model(self, model_name: str, checkpoint_dir: str) -> None:
@@ -493,15 +493,6 @@ def world_size_line(trainer: pl.Trainer, batch_size: int) -> str:
         f"{strategy} over {trainer.world_size} {kind}{nodes}: {trainer.world_size} x {per_step} sequences "
         f"per step ({trainer.world_size * per_step} in all; --trainer.devices sets the number)"
     )
-
-
-def use_tensor_cores(accelerator: Accelerator) -> None:
-    """On CUDA, float32 matrix products use TF32 tensor cores (as nanoGPT does): several times the
-    float32 throughput on Ampere and later, at a 10-bit mantissa that training does not notice. Set
-    before the trainer sets up its device (Lightning hints at it there). Under bf16/16-mixed it only
-    touches the products left in float32."""
-    if isinstance(accelerator, CUDAAccelerator):
-        torch.set_float32_matmul_precision("high")
 
 
 def _architecture_defaults(config: dict) -> dict[str, Any]:
