@@ -26,6 +26,7 @@ from common import find_text, peak_rss_mb
 from plain_loop import PlainTrainer, split_tokens
 
 from mypt import precision
+from mypt.config import ARCHITECTURE_KEYS
 from mypt.model import GPTConfig
 from mypt.train_cli import MyptCLI
 
@@ -123,8 +124,9 @@ def plain_trainers(
     model, data, trainer = cfg["model"], cfg["data"], cfg["trainer"]
     text = text or find_text(Path(data["input_file"]).name)
     train, val, vocab = split_tokens(str(text), data["tokenizer"])
+    # every architecture key the config sets: configs/dante.yaml trains with dropout 0.2
     config = GPTConfig(
-        vocab_size=vocab, **{k: model[k] for k in ("n_layer", "n_head", "n_embd", "block_size")}
+        vocab_size=vocab, **{k: v for k, v in model.items() if k in ARCHITECTURE_KEYS and k != "vocab_size"}
     )
     common = {
         "batch_size": data["batch_size"],

@@ -234,8 +234,8 @@ class MyptCLI(LightningCLI):
 
     def _choose_precision(self, subcommand: str, cfg) -> None:
         """Unset --trainer.precision and --model.compile become concrete values chosen for the hardware
-        (mypt.precision), so the bundle records what ran. Evaluation keeps float32 and eager: its
-        figures and samples are the exact ones `mypt generate` and a float32 run would give."""
+        (mypt.precision), so the bundle records what ran. An evaluation runs in the bundle's recorded
+        precision (float32 without one) and eager: compiling would cost more than it saves."""
         if subcommand != "fit":
             cfg.model.compile = bool(cfg.model.compile)
             return
@@ -279,8 +279,11 @@ class MyptCLI(LightningCLI):
         }
         defaults.update(_architecture_defaults(self.saved_config))
         saved = saved_settings(self.saved_state)
-        # precision and compile chosen for the machine that trained are chosen again for this one
+        # precision and compile chosen for the machine that trained are chosen again for this one; an
+        # evaluation keeps the recorded precision, so that `mypt validate` gives the val loss the run saved
         automatic = self.saved_state.get("precision_choice", {}).get("automatic", [])
+        if subcommand != "fit":
+            automatic = [name for name in automatic if name == "compile"]
         skip = {"trainer.precision" if name == "precision" else f"model.{name}" for name in automatic}
         defaults.update({k: v for k, v in saved.items() if not k.startswith("data.") and k not in skip})
         for key in ("input_file", "train_split", "seed", "url", "val_files", "text_field"):
