@@ -173,7 +173,11 @@ def test_gpu_peak_flops_come_from_lightning(monkeypatch, name, expected):
 
 
 def test_cpu_peak_is_measured():
+    """Measured once per process, without touching the global RNG (a resumed run's dropout masks)."""
+    precision.measured_cpu_flops.cache_clear()
+    rng = torch.get_rng_state()
     flops = precision.peak_flops(torch.device("cpu"), "bf16-mixed")
+    assert torch.equal(torch.get_rng_state(), rng)
     assert flops > 1e9 and flops == precision.peak_flops(torch.device("cpu"), "bf16-true")  # measured once
 
 

@@ -209,8 +209,9 @@ def measured_cpu_flops(dtype: torch.dtype, threads: int) -> float:
     """This CPU's matmul FLOP/s in `dtype` with `threads` threads: the best of a few 1024^3 products
     (about 0.1 s). Lightning keeps no CPU figures; measured once per process."""
     n = 1024
-    a = torch.randn(n, n).to(dtype)
-    b = torch.randn(n, n).to(dtype)
+    generator = torch.Generator().manual_seed(0)  # not the global RNG: a resumed run's dropout must not move
+    a = torch.randn(n, n, generator=generator).to(dtype)
+    b = torch.randn(n, n, generator=generator).to(dtype)
     best = float("inf")
     for _ in range(6):  # the first warms oneDNN's kernel cache
         start = time.perf_counter()
