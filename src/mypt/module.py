@@ -209,13 +209,15 @@ class GPTModule(pl.LightningModule):
         step = self.global_step
         if self._throughput is None or not is_logging_step(self.trainer, step):
             return
+        x, _ = batch
+        batches = step * self.trainer.accumulate_grad_batches  # on this device
+        samples = batches * x.shape[0]
+        if self._timer is not None and samples <= self._timer[2]:
+            return  # a micro-batch of the step already read (gradient accumulation)
         if self.device.type == "cuda":
             # kernels are queued asynchronously: the clock must wait for the steps it times to finish
             torch.cuda.synchronize(self.device)
         now = time.perf_counter()
-        x, _ = batch
-        batches = step * self.trainer.accumulate_grad_batches  # on this device
-        samples = batches * x.shape[0]
         if self._timer is None:
             training_seconds, new_samples = 0.0, 0
         else:

@@ -206,14 +206,15 @@ def cuda_peak_flops(device: torch.device, dtype: torch.dtype) -> float | None:
 
 @functools.cache
 def measured_cpu_flops(dtype: torch.dtype, threads: int) -> float:
-    """This CPU's matmul FLOP/s in `dtype` with `threads` threads: the best of a few 1024^3 products
-    (about 0.1 s). Lightning keeps no CPU figures; measured once per process."""
+    """This CPU's matmul FLOP/s in `dtype` with `threads` threads: the best of ten 1024^3 products
+    (0.1-0.4 s). Lightning keeps no CPU figures; measured once per process. Other processes on the
+    cores lower it, so on a busy machine MFU reads high."""
     n = 1024
     generator = torch.Generator().manual_seed(0)  # not the global RNG: a resumed run's dropout must not move
     a = torch.randn(n, n, generator=generator).to(dtype)
     b = torch.randn(n, n, generator=generator).to(dtype)
     best = float("inf")
-    for _ in range(6):  # the first warms oneDNN's kernel cache
+    for _ in range(10):  # the first warms oneDNN's kernel cache; the best of the rest is the peak
         start = time.perf_counter()
         torch.mm(a, b)
         best = min(best, time.perf_counter() - start)
