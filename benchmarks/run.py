@@ -148,7 +148,7 @@ def corpus_section(quick: bool) -> dict:
     if quick:  # the harness only; training from shards is tested through `mypt fit` in tests/test_corpus.py
         return {"tokenisation": tokenisation_cost({"char": (1,)})}
     plan = {"char": (250, 1000), "gpt2": (250,)}
-    return {"tokenisation": tokenisation_cost(plan), "shards": shard_training(150, 3, 20)}
+    return {"tokenisation": tokenisation_cost(plan), "shards": shard_training(60, 2, 10)}
 
 
 def generation_section(quick: bool) -> dict:
