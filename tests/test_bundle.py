@@ -239,3 +239,14 @@ def test_all_finite_is_exact_even_when_the_norm_overflows(dtype):
         t = torch.ones(64, 64, dtype=dtype)
         t[17, 3] = bad
         assert not bundle.all_finite(t)
+
+
+def test_a_model_name_shadowed_by_its_text_folder_finds_the_bundle():
+    # `mypt fit --data.input_file books/` names its model `books`; `mypt generate books`, run in the
+    # same folder, must reach checkpoints/books, not the text folder `books/`
+    Path("books").mkdir()
+    (Path("books") / "a.txt").write_text("text")
+    write(Path("checkpoints/books"), 5)
+    assert bundle.resolve_bundle("books") == Path("checkpoints/books")
+    with pytest.raises(MyptError, match="books is not a mypt bundle"):
+        bundle.resolve_bundle("books/")  # a path names that folder only

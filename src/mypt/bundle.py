@@ -104,12 +104,17 @@ def resolve_bundle(name_or_path: str | os.PathLike, root: str | os.PathLike = DE
     candidates = [Path(text)]
     if os.sep not in text and "/" not in text:
         candidates.append(Path(root) / text)
+    not_bundles = []
     for path in candidates:
         _recover_interrupted_swap(path)
         if path.is_dir():
-            if not (path / CONFIG_FILE).is_file():
-                raise MyptError(f"{path} is not a mypt bundle: {CONFIG_FILE} is missing")
-            return path
+            if (path / CONFIG_FILE).is_file():
+                return path
+            # a bare name may also be a folder here: the text a model was named after (`mypt fit
+            # --data.input_file books/` trains checkpoints/books), so look under root before refusing
+            not_bundles.append(path)
+    if not_bundles:
+        raise MyptError(f"{not_bundles[0]} is not a mypt bundle: {CONFIG_FILE} is missing")
     if Path(text).exists():
         raise MyptError(f"{text} is not a bundle folder")
     raise MyptError(f"no bundle at {text}" + (f" (nor {candidates[-1]})" if len(candidates) > 1 else ""))
