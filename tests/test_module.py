@@ -120,3 +120,20 @@ def test_tf32_on_cuda_only(monkeypatch):
     assert calls == []
     use_tensor_cores(CUDAAccelerator())
     assert calls == ["high"]
+
+
+def test_clipping_by_value_also_acts_on_logging_steps(monkeypatch):
+    """`--trainer.gradient_clip_algorithm value`: every gradient entry is clamped, on the steps that log
+    grad_norm (the norm measured before clipping) as on the others."""
+    torch.manual_seed(0)
+    module = GPTModule(**SMALL)
+    attach(module, None, MixedPrecision("bf16-mixed", "cpu"))  # log_every_n_steps 1: a logging step
+    optimizer = module.configure_optimizers()
+    logged = {}
+    monkeypatch.setattr(module, "log", lambda name, value, **kwargs: logged.update({name: float(value)}))
+    x = torch.randint(0, SMALL["vocab_size"], (4, SMALL["block_size"]))
+    module(x, x)[1].backward()
+    unclipped = total_norm([p.grad for p in module.parameters()])
+    module.configure_gradient_clipping(optimizer, 1e-3, "value")
+    assert logged["grad_norm"] == pytest.approx(unclipped, rel=1e-4)
+    assert max(float(p.grad.abs().max()) for p in module.parameters()) == pytest.approx(1e-3)

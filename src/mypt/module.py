@@ -309,7 +309,7 @@ class GPTModule(pl.LightningModule):
                 norm = strategy.clip_grad_norm(max_norm)
             else:
                 norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
-        elif gradient_clip_val:  # by value
+        if gradient_clip_val and not by_norm:  # by value, on logging steps too
             torch.nn.utils.clip_grad_value_(params, gradient_clip_val)
         if log_norm and norm is not None:
             self.log("grad_norm", norm, on_step=True, on_epoch=False)
