@@ -96,13 +96,15 @@ def choose(
     automatic = tuple(
         name for name, value in (("precision", precision), ("compile", compile)) if value is None
     )
-    compiled = auto_compile(device)
+    # asked only when left to choose: it starts CUDA in this process, before Lightning launches ranks
+    compiled = auto_compile(device) if compile is None else bool(compile)
     if device == "cuda":
         if torch.cuda.is_bf16_supported(including_emulation=False):
             auto_precision, reason = "bf16-mixed", "this GPU computes in bf16"
         else:
             auto_precision, reason = "16-mixed", "this GPU has no bf16: float16 with a loss scaler"
-        reason += "; compiled" if compiled else "; eager (Triton needs compute capability 7.0)"
+        if compile is None:
+            reason += "; compiled" if compiled else "; eager (Triton needs compute capability 7.0)"
     elif device == "cpu":
         matmul = tokens_per_step * n_embd * n_embd
         flag = cpu_bf16_flag()
@@ -124,7 +126,7 @@ def choose(
         auto_precision, reason = "32-true", f"no automatic choice on {device}: float32, eager"
     return SpeedChoice(
         precision=auto_precision if precision is None else str(precision),
-        compile=compiled if compile is None else bool(compile),
+        compile=compiled,
         device=device,
         automatic=automatic,
         reason=reason,

@@ -235,7 +235,7 @@ def _write_entry(
             "dtype": np.dtype(dtype).name,
             "n_tokens": n_tokens,
             "n_documents": n_documents[0] if n_documents else 1,
-            "tokenizer": tokenizer.to_dict(),
+            "tokenizer": tokenizer.kind,  # its whole definition is in the key (a BPE is MBs)
         }
         meta_tmp = cache / f".{key}.{uuid.uuid4().hex[:8]}.json.tmp"
         meta_tmp.write_text(json.dumps(meta))

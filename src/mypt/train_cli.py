@@ -62,7 +62,7 @@ logging.getLogger("lightning.fabric.utilities.seed").setLevel(logging.WARNING)
 # Lightning's start-up and restore messages (GPU/TPU available, restoring states, `Trainer.fit`
 # stopped): mypt's start header says what matters; --lightning_messages true shows them
 LIGHTNING_INFO_LOGGERS = ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero")
-for _name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+for _name in LIGHTNING_INFO_LOGGERS:
     # Lightning advertises its cloud logger at every start; the run's own lines matter more
     logging.getLogger(_name).addFilter(lambda record: "litlogger" not in record.getMessage())
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")  # Lightning vs torch 2.13
@@ -523,8 +523,6 @@ def _take_option(args: list[str], flag: str) -> tuple[list[str], str | None]:
 
 def _check_accelerator(accelerator: Any) -> None:
     """A GPU asked of a PyTorch built without CUDA: say so, rather than Lightning's "not available"."""
-    import torch
-
     if accelerator in ("gpu", "cuda") and torch.version.cuda is None and not torch.cuda.is_available():
         raise MyptError(
             f"--trainer.accelerator {accelerator}: the installed PyTorch {torch.__version__} is built without "
