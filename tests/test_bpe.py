@@ -158,3 +158,20 @@ def test_a_large_training_split_is_sampled_evenly():
     n = len(piece.encode())
     tokenizer = train_bpe(sample_chunks([piece] * 8, 8 * n, 2 * n), 300, text_bytes=8 * n)
     assert tokenizer.trained_on["text_bytes"] == 8 * n and tokenizer.trained_on["sample_bytes"] == 2 * n
+
+
+def test_bpe_learns_from_the_training_split_of_a_compressed_jsonl(mypt, tmp_path):
+    """A .jsonl.gz is far smaller on disk than its text: the BPE still learns from the first 90% of
+    the records' text, not from 90% of the compressed size."""
+    import gzip
+
+    text = dante_text(30_000)
+    records = [{"text": text[i : i + 500]} for i in range(0, len(text), 500)]
+    path = tmp_path / "books.jsonl.gz"
+    with gzip.open(path, "wt", encoding="utf-8") as f:
+        f.writelines(json.dumps(r) + "\n" for r in records)
+    assert path.stat().st_size < len(text.encode()) / 2
+    _fit(mypt, *BPE, "--data.input_file", path, "--model_name", "j", "--trainer.max_steps", "1")
+    learnt_from = bundle.read_json(Path("checkpoints/j") / bundle.TOKENIZER_FILE)["trained_on"]["text_bytes"]
+    text_bytes = sum(len(r["text"].encode()) for r in records)
+    assert learnt_from == pytest.approx(0.9 * text_bytes, rel=0.01)

@@ -411,7 +411,8 @@ class TextDataModule(pl.LightningDataModule):
         """A BPE learnt from the training split: the first train_split of each document's bytes (the
         token split falls at nearly the same place), or every input whole beside --data.val_files;
         each document sampled in proportion to its share."""
-        shares = [f.size if whole else int(f.size * self.train_split) for f in files]
+        sizes = [f.size if f.kind == "text" else self._text_bytes(f) for f in files]
+        shares = [size if whole else int(size * self.train_split) for size in sizes]
         total = max(1, sum(shares))
         vocab_size = self.bpe_vocab_size or DEFAULT_BPE_VOCAB_SIZE
         texts = (
@@ -422,6 +423,11 @@ class TextDataModule(pl.LightningDataModule):
             )
         )
         return train_bpe(texts, vocab_size, total)
+
+    def _text_bytes(self, file: InputFile) -> int:
+        """The UTF-8 bytes of a JSONL/Parquet file's records: its size on disk (compressed, or with the
+        keys and escapes of JSON) would put the BPE's cut far from the token split's."""
+        return sum(len(text.encode("utf-8")) for text in iter_texts(file, self.text_field, CHUNK_BYTES))
 
     def _saved_tokenizer(self) -> Tokenizer | None:
         if self.tokenizer_file is None:
