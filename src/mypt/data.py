@@ -343,11 +343,11 @@ class TextDataModule(pl.LightningDataModule):
                     "every token shard named is a validation shard (val.bin, *_val_*); name the train shards too"
                 )
         all_files = files + val_files
-        if self.tokenizer_kind != "gpt2":  # before open_shard, which reads every shard through
+        arrays = [open_shard(f.path) for f in all_files]
+        if self.tokenizer_kind != "gpt2":
             raise MyptError(
                 f"{files[0].path} is a token shard of GPT-2 ids: train it with --data.tokenizer gpt2"
             )
-        arrays = [open_shard(f.path) for f in all_files]
         tokenizer = self._saved_tokenizer() or GPT2Tokenizer()
         cache = Path(self.cache_dir) if self.cache_dir else default_cache_dir()
         digests = [file_digest(f.path, cache) for f in all_files]
