@@ -30,14 +30,15 @@ def _logits_both(bundle_path: str | Path, hf_dir: Path, ids: list[int]) -> tuple
     return ours, theirs
 
 
-def _pipeline_equals_generate(mypt, name: str, out: Path, prompt: str, max_new_tokens: int) -> None:
+def _pipeline_equals_generate(mypt, name: str, out: Path, prompt: str, max_new_tokens: int) -> str:
     """transformers' pipeline, loading the export by its folder alone, continues a prompt greedily
-    exactly as `mypt generate --temperature 0` does."""
+    exactly as `mypt generate --temperature 0` does. Returns the continuation."""
     generator = transformers.pipeline("text-generation", model=str(out))
     theirs = generator(prompt, max_new_tokens=max_new_tokens, do_sample=False)[0]["generated_text"]
     r = mypt("generate", name, "--prompt", prompt, "--max_new_tokens", max_new_tokens, "--temperature", "0")
     assert r.code == 0, r
     assert theirs == r.out.removesuffix("\n") and len(theirs) > len(prompt)
+    return theirs.removeprefix(prompt)
 
 
 def _small_gpt2(path: Path, activation: str = "gelu") -> transformers.GPT2LMHeadModel:
@@ -115,6 +116,24 @@ def test_export_char_bundle_gives_equal_logits_and_imports_back(mypt, text_file)
     ]
     assert bundle.load_training_state(Path("checkpoints/again2"))["init_from"]["imported_from"] == "tiny-hf/"
     assert mode(Path("out/model.safetensors")) == mode(Path("out/config.json")) == 0o666 & ~UMASK
+
+
+def test_char_export_keeps_newlines_in_pipeline_output(mypt):
+    """A char model's pipeline output keeps every newline, of the prompt and of the continuation:
+    the exported tokenizer has no special token that is a character of the text."""
+    Path("verse.txt").write_text("Nel mezzo\ndel cammin\ndi nostra vita\n" * 1500, encoding="utf-8")
+    # a text this regular teaches a tiny model in 40 steps to continue across lines
+    r = mypt("fit", *TINY, "--data.input_file", "verse.txt", "--model_name", "verse", "--trainer.max_steps", "40",
+             "--model.block_size", "64", "--model.learning_rate", "1e-2")  # fmt: skip
+    assert r.code == 0, r
+    assert mypt("export", "verse", "out").code == 0
+    hf_tokenizer = transformers.AutoTokenizer.from_pretrained("out")
+    text = "Nel mezzo\ndel cammin"
+    assert hf_tokenizer.decode(hf_tokenizer(text)["input_ids"], skip_special_tokens=True) == text
+    continuation = _pipeline_equals_generate(mypt, "verse", Path("out"), "Nel mezzo\ndel", 40)
+    assert continuation.count("\n") >= 2 and continuation.strip("\n").count("\n") >= 1, continuation
+    # an empty prompt starts from a newline in both, as the config's bos_token_id says
+    assert _pipeline_equals_generate(mypt, "verse", Path("out"), "", 20).count("\n") >= 2
 
 
 def test_export_gpt2_bundle_keeps_the_real_vocabulary_and_tokenizer(mypt, text_file):

@@ -14,8 +14,10 @@ mypt's GPT is nanoGPT's, which is GPT-2's architecture, so the weights map one t
 - Every export carries a tokenizer `AutoTokenizer.from_pretrained` loads (tokenizer.json +
   tokenizer_config.json), so `pipeline("text-generation", model=out_dir)` works: GPT-2's; a bpe
   bundle's own BPE (the same JSON, <|endoftext|> as bos/eos); and for a char bundle an equivalent
-  `tokenizers` WordLevel over single characters, whose bos is "\n" (mypt, too, starts an empty
-  prompt from a newline). mypt's own tokenizer.json travels beside them as mypt_tokenizer.json.
+  `tokenizers` WordLevel over single characters in which no text character is special (`pipeline`
+  decodes with skip_special_tokens=True); the config's bos_token_id is "\n", so an empty prompt
+  starts from a newline as in mypt. mypt's own tokenizer.json travels beside them as
+  mypt_tokenizer.json.
 - mypt's MLP uses the exact GELU. A model exported by mypt says so (`activation_function: gelu`)
   and imports back exactly; the published GPT-2 weights use the tanh approximation (`gelu_new`),
   so their logits in mypt differ slightly (the import prints by how much), which fine-tuning absorbs.
@@ -42,6 +44,7 @@ from tokenizers import Tokenizer as HFTokenizer
 from mypt import bundle
 from mypt.errors import MyptError
 from mypt.model import GPT
+from mypt.sampling import DEFAULT_PROMPT
 from mypt.tokenizer import (
     GPT2_VOCAB_SIZE,
     BPETokenizer,
@@ -113,7 +116,7 @@ def export_hf(
         vocab_size=vocab_rows, n_positions=cfg.block_size, n_embd=cfg.n_embd, n_layer=cfg.n_layer,
         n_head=cfg.n_head, n_inner=4 * cfg.n_embd, activation_function="gelu", resid_pdrop=cfg.dropout,
         embd_pdrop=cfg.dropout, attn_pdrop=cfg.dropout, layer_norm_epsilon=1e-5, tie_word_embeddings=True,
-        bos_token_id=hf_tokenizer.bos_token_id, eos_token_id=hf_tokenizer.eos_token_id,
+        bos_token_id=bos_token_id(tokenizer, hf_tokenizer), eos_token_id=hf_tokenizer.eos_token_id,
     )  # fmt: skip
     hf_model = transformers.GPT2LMHeadModel(hf_config)
     result = hf_model.load_state_dict(hf_state_dict(model, vocab_rows), strict=False)
@@ -152,6 +155,14 @@ def token_rows(tokenizer: Tokenizer) -> int:
     return tokenizer.vocab_size
 
 
+def bos_token_id(tokenizer: Tokenizer, hf_tokenizer: Any) -> int | None:
+    """The token generation starts from when the prompt is empty: the tokenizer's bos, or for a char
+    vocabulary (which has none) mypt's own empty prompt, a newline, where the vocabulary has one."""
+    if isinstance(tokenizer, CharTokenizer):
+        return tokenizer.chars.index(DEFAULT_PROMPT) if DEFAULT_PROMPT in tokenizer.chars else None
+    return hf_tokenizer.bos_token_id
+
+
 def hf_tokenizer_for(transformers: Any, tokenizer: Tokenizer, block_size: int) -> Any:
     """The bundle's tokenizer as a transformers fast tokenizer, checked to encode a probe as mypt does."""
     if isinstance(tokenizer, GPT2Tokenizer):
@@ -162,9 +173,13 @@ def hf_tokenizer_for(transformers: Any, tokenizer: Tokenizer, block_size: int) -
             bos_token=tokenizer.eot_text, eos_token=tokenizer.eot_text, clean_up_tokenization_spaces=False,
         )  # fmt: skip
     else:
+        # No character of a text may be special: pipeline decodes with skip_special_tokens=True, and a
+        # "\n" bos vanished from every output. Only the separator NUL (never in a text, and written
+        # as nothing by mypt's decode too) is special, as the eos. A bos is not needed for a prompt;
+        # an empty one starts from the model config's bos_token_id, "\n", as mypt's does.
         hf_tokenizer = transformers.PreTrainedTokenizerFast(
             tokenizer_object=char_hf_tokenizer(tokenizer),
-            bos_token="\n" if "\n" in tokenizer.chars else None,
+            eos_token=tokenizer.eot_text if tokenizer.eot_id is not None else None,
             clean_up_tokenization_spaces=False,
         )
     hf_tokenizer.model_max_length = block_size
