@@ -20,6 +20,7 @@ from mypt.module import GPTModule
 from mypt.precision import use_tensor_cores
 
 SMALL = {"n_layer": 2, "n_head": 2, "n_embd": 16, "block_size": 8, "vocab_size": 16}
+ADAMW = {**SMALL, "optimizer": "adamw"}  # nanoGPT's recipe: fused AdamW on every parameter
 CLIP = 0.05  # far below the gradient's norm (about 1), so clipping acts
 
 
@@ -48,7 +49,7 @@ def test_clipping_unscales_first_whenever_a_scaler_exists(strategy, request, mon
     step), under FSDP too, whose precision plugin is not a MixedPrecision. The hook must clip and log
     the norm of the true gradient, not of the gradient times the loss scale (65536)."""
     torch.manual_seed(0)
-    module = GPTModule(**SMALL)
+    module = GPTModule(**ADAMW)
     x = torch.randint(0, SMALL["vocab_size"], (4, SMALL["block_size"]))
     reference = copy.deepcopy(module.model)
     reference(x, x)[1].backward()
@@ -91,15 +92,15 @@ def test_fsdp_with_16_mixed_steps_with_multi_tensor_adamw():
     unscaled; under it "auto" picks foreach, and fused asked for by name stops before training."""
     sharded = FSDPPrecision("16-mixed")
     assert isinstance(sharded.scaler, ShardedGradScaler)  # what Lightning gives FSDP with 16-mixed
-    module = GPTModule(**SMALL)
+    module = GPTModule(**ADAMW)
     attach(module, BundleFSDPStrategy(), sharded)
     optimizer = module.configure_optimizers()
     assert not optimizer.defaults["fused"] and optimizer.defaults["foreach"]
-    module = GPTModule(**SMALL, optimizer_impl="fused")
+    module = GPTModule(**ADAMW, optimizer_impl="fused")
     attach(module, BundleFSDPStrategy(), sharded)
     with pytest.raises(MyptError, match="fused cannot step under FSDP with 16-mixed"):
         module.configure_optimizers()
-    module = GPTModule(**SMALL)
+    module = GPTModule(**ADAMW)
     attach(module, BundleFSDPStrategy(), FSDPPrecision("bf16-mixed"))
     assert module.configure_optimizers().defaults["fused"]  # no scaler: fused as usual
 

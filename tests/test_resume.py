@@ -43,23 +43,27 @@ def test_resume_with_new_max_steps_and_learning_rate(mypt, text_file, monkeypatc
         original(self)
         seen_lrs.extend(g["lr"] for g in self.optimizers().param_groups)
         seen_groups.extend(
-            {k: g[k] for k in ("weight_decay", "betas")} for g in self.optimizers().param_groups
+            {k: g[k] for k in ("weight_decay", "betas", "momentum") if k in g}
+            for g in self.optimizers().param_groups
         )
 
     monkeypatch.setattr(GPTModule, "on_train_start", spy)
     r = mypt(
         "fit", "--ckpt_path", "checkpoints/tiny", "--trainer.max_steps", "40", "--model.learning_rate", "1e-4",
-        "--model.weight_decay", "0.05", "--model.beta2", "0.95",
+        "--model.weight_decay", "0.05", "--model.beta2", "0.95", "--model.muon_lr_ratio", "8",
+        "--model.muon_momentum", "0.9",
     )  # fmt: skip
     assert r.code == 0, r
     assert seen_groups == [
-        {"weight_decay": 0.05, "betas": (0.9, 0.95)},
-        {"weight_decay": 0.0, "betas": (0.9, 0.95)},
+        {"weight_decay": 0.05, "momentum": 0.9},  # Muon: the blocks' matrices
+        {"weight_decay": 0.05, "betas": (0.9, 0.95)},  # AdamW: embeddings and head
+        {"weight_decay": 0.0, "betas": (0.9, 0.95)},  # AdamW: norms and biases
     ]
     assert "model.learning_rate  0.0003 -> 0.0001" in r.out
     assert "trainer.max_steps    20 -> 40" in r.out
-    assert "next step's learning rate: 0.0001" in r.out
-    assert seen_lrs == [pytest.approx(1e-4)] * 2  # the restored optimizer really uses the new LR
+    assert "model.muon_lr_ratio  20.0 -> 8.0" in r.out
+    assert "next step's learning rate: 0.0001 (Muon 0.0008)" in r.out
+    assert seen_lrs == [pytest.approx(8e-4), pytest.approx(1e-4), pytest.approx(1e-4)]  # the new LRs, really
 
     after = _state()
     assert after["step"] == 40
@@ -69,7 +73,7 @@ def test_resume_with_new_max_steps_and_learning_rate(mypt, text_file, monkeypatc
     assert after["training_config"]["eval_interval"] == 10  # kept from the saved run
     assert [(h["start_step"], h["end_step"]) for h in after["history"]] == [(0, 20), (20, 40)]
     overrides = after["history"][1]["overrides"]
-    assert overrides[-8:-4] == ["--trainer.max_steps", "40", "--model.learning_rate", "1e-4"]
+    assert overrides[-12:-8] == ["--trainer.max_steps", "40", "--model.learning_rate", "1e-4"]
     assert after["settings"]["model"]["weight_decay"] == 0.05
     assert after["data"]["input_file"] == str(text_file)  # data settings came from the bundle
 

@@ -45,6 +45,15 @@ class GPTModule(pl.LightningModule):
         vocab_size: int = 65,
         dropout: float = 0.0,
         bias: bool = False,
+        pos_emb: str = "rope",
+        rope_base: float = 10000.0,
+        norm: str = "rmsnorm",
+        qk_norm: bool = True,
+        mlp: str = "swiglu",
+        mlp_hidden: int = 0,
+        tie_embeddings: bool = False,
+        logit_softcap: float = 0.0,
+        zero_init_proj: bool = True,
         learning_rate: float = 1e-3,
         min_lr_ratio: float = 0.1,
         warmup_steps: int = 100,
@@ -65,6 +74,15 @@ class GPTModule(pl.LightningModule):
             vocab_size: Vocabulary size (linked from the data's tokenizer).
             dropout: Dropout probability, in [0, 1).
             bias: Bias in Linear and LayerNorm layers.
+            pos_emb: Positions: ``rope`` (rotary, in attention) or ``learned`` (GPT-2's table).
+            rope_base: RoPE's base period (theta).
+            norm: ``rmsnorm`` or ``layernorm``.
+            qk_norm: RMSNorm of each head's queries and keys.
+            mlp: ``swiglu``, ``relu2`` (ReLU squared) or ``gelu``.
+            mlp_hidden: The MLP's hidden width; 0: 4 x n_embd, or about 8/3 x n_embd for SwiGLU.
+            tie_embeddings: The output layer shares the token embedding's matrix.
+            logit_softcap: Cap the logits at +-this by cap * tanh(logits / cap); 0: off.
+            zero_init_proj: Start the residual projections at zero (else GPT-2's scaled init).
             learning_rate: Peak learning rate (AdamW).
             min_lr_ratio: Floor of the cosine decay, as a fraction of learning_rate.
             warmup_steps: Linear warm-up steps of a new model.

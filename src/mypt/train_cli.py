@@ -278,6 +278,8 @@ class MyptCLI(LightningCLI):
             "data.tokenizer": tokenizer.get("token_kind"),
         }
         defaults.update(_architecture_defaults(self.saved_config))
+        # a bundle saved before these settings existed was trained with nanoGPT's AdamW and cosine decay
+        defaults.update({"model.optimizer": "adamw", "model.lr_schedule": "cosine"})
         saved = saved_settings(self.saved_state)
         # precision and compile chosen for the machine that trained are chosen again for this one; an
         # evaluation keeps the recorded precision, so that `mypt validate` gives the val loss the run saved
@@ -575,9 +577,11 @@ def resume_report(source: Path, saved: dict, cfg, files: list[dict] | None = Non
         old["data.input_file"] = new["data.input_file"]  # the same files, named from another folder
     changed = [(k, old[k], v) for k, v in new.items() if k in old and old[k] != v and k != "model.init_from"]
     step = int(saved.get("step", 0))
+    m = cfg.model
     segments = continue_schedule(
-        saved.get("lr_schedule"), step, cfg.trainer.max_steps, cfg.model.learning_rate, cfg.model.min_lr_ratio
-    )
+        saved.get("lr_schedule"), step, cfg.trainer.max_steps, m.learning_rate, m.min_lr_ratio,
+        m.lr_schedule, m.decay_ratio,
+    )  # fmt: skip
     lines = [f"Resuming {source} at step {step} (to max_steps {cfg.trainer.max_steps})"]
     if changed:
         width = max(len(k) for k, _, _ in changed)
@@ -586,7 +590,9 @@ def resume_report(source: Path, saved: dict, cfg, files: list[dict] | None = Non
     else:
         lines.append("  settings unchanged: the schedule continues exactly")
     lines += _input_changes(saved.get("data", {}), files, new["data.input_file"])
-    lines.append(f"  next step's learning rate: {lr_at(step, segments):.6g}")
+    lr = lr_at(step, segments)
+    muon = f" (Muon {lr * m.muon_lr_ratio:.6g})" if m.optimizer == "muon" else ""
+    lines.append(f"  next step's learning rate: {lr:.6g}{muon}")
     return "\n".join(lines)
 
 
