@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from mypt import bundle
+from mypt.config import NANOGPT
 from mypt.errors import MyptError
 from mypt.model import GPT, GPTConfig
 
@@ -48,8 +49,10 @@ def test_config_keys_come_from_gptconfig_in_the_design_notes_order():
     from mypt.config import ARCHITECTURE_KEYS
 
     assert bundle.CONFIG_KEYS == (
-        "batch_size", "block_size", "vocab_size", "n_embd", "n_head", "n_layer", "dropout", "bias", "device"
-    )  # fmt: skip
+        "batch_size", "block_size", "vocab_size", "n_embd", "n_head", "n_layer", "dropout", "bias", "device",
+        "pos_emb", "rope_base", "norm", "qk_norm", "mlp", "mlp_hidden", "tie_embeddings", "logit_softcap",
+        "zero_init_proj",
+    )  # fmt: skip  (the design note's keys first, then the architecture options added since)
     assert set(ARCHITECTURE_KEYS) == set(GPTConfig().to_dict())
 
 
@@ -63,7 +66,7 @@ def test_write_then_load_round_trip():
         assert entry["size"] == (path / name).stat().st_size
     model, tokenizer, config = bundle.load_model(path)
     assert all(torch.equal(model.state_dict()[k], v) for k, v in state.items())
-    assert tokenizer.decode(tokenizer.encode("abc")) == "abc" and config == CONFIG
+    assert tokenizer.decode(tokenizer.encode("abc")) == "abc" and config == {**CONFIG, **NANOGPT}
     assert siblings() == []
 
 
@@ -213,12 +216,7 @@ def test_get_model_info_reads_json_only(monkeypatch):
     monkeypatch.setattr(bundle, "sha256_file", forbidden)
     info = bundle.get_model_info("m")
     assert info["training_state"]["step"] == 10
-    assert (
-        info["num_params"]
-        == GPT(
-            GPTConfig(**{k: v for k, v in CONFIG.items() if k not in ("batch_size", "device")})
-        ).num_params()
-    )
+    assert info["num_params"] == GPT(bundle.gpt_config(CONFIG)).num_params()  # nanoGPT's: no option keys
     assert set(info["files"]) == {*bundle.BUNDLE_FILES, bundle.MANIFEST_FILE}
 
 

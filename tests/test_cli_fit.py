@@ -13,6 +13,7 @@ from lightning.pytorch.accelerators import CPUAccelerator
 from tensorboard.backend.event_processing.plugin_event_accumulator import EventAccumulator
 
 from mypt import bundle
+from mypt.config import NANOGPT, GPTConfig
 from mypt.train_cli import MyptCLI, world_size_line
 
 
@@ -24,10 +25,11 @@ def test_fit_writes_a_complete_bundle(mypt, text_file):
     path = Path("checkpoints/tiny")
     assert {p.name for p in path.iterdir()} == {*bundle.BUNDLE_FILES, bundle.MANIFEST_FILE, bundle.BEST_DIR}
     config = json.loads((path / "config.json").read_text())
-    assert list(config) == list(bundle.CONFIG_KEYS)  # exactly the design note's keys
+    assert list(config) == list(bundle.CONFIG_KEYS)  # the design note's keys, then the architecture options
     vocab_size = len(set(text_file.read_text(encoding="utf-8")))  # the text's distinct characters
     assert config == {"batch_size": 4, "block_size": 16, "vocab_size": vocab_size, "n_embd": 32,
-                      "n_head": 2, "n_layer": 2, "dropout": 0.0, "bias": False, "device": "cpu"}  # fmt: skip
+                      "n_head": 2, "n_layer": 2, "dropout": 0.0, "bias": False, "device": "cpu",
+                      **{k: getattr(GPTConfig(), k) for k in NANOGPT}}  # fmt: skip
     chars = json.loads((path / "tokenizer.json").read_text())
     assert chars["token_kind"] == "char" and len(chars["chars"]) == config["vocab_size"]
     state = json.loads((path / "training_state.json").read_text())

@@ -7,16 +7,16 @@ import math
 import pytest
 import torch
 
+from mypt.config import NANOGPT
 from mypt.model import GPT, GPTConfig
 
 
 def tiny(**overrides) -> GPT:
+    """The default architecture, small; with random residual projections: zero-initialised, every block
+    would start as the identity and attention (masking, the cache) would go untested."""
     torch.manual_seed(0)
-    return GPT(
-        GPTConfig(
-            **{"block_size": 16, "vocab_size": 50, "n_layer": 2, "n_head": 2, "n_embd": 32, **overrides}
-        )
-    )
+    sizes = {"block_size": 16, "vocab_size": 50, "n_layer": 2, "n_head": 2, "n_embd": 32}
+    return GPT(GPTConfig(**{**sizes, "zero_init_proj": False, **overrides}))
 
 
 def test_shapes_with_and_without_targets():
@@ -46,8 +46,8 @@ def test_future_tokens_cannot_change_earlier_logits():
     assert not torch.allclose(a[0, 10:], b[0, 10:])
 
 
-def test_embeddings_are_tied_and_residual_projections_scaled():
-    model = tiny(n_layer=4)
+def test_nanogpt_embeddings_are_tied_and_residual_projections_scaled():
+    model = tiny(**NANOGPT, n_layer=4)
     assert model.transformer.wte.weight is model.lm_head.weight
     proj = torch.cat([b.attn.c_proj.weight.flatten() for b in model.transformer.h])
     fc = torch.cat([b.mlp.c_fc.weight.flatten() for b in model.transformer.h])

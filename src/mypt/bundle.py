@@ -34,7 +34,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mypt.config import ARCHITECTURE_KEYS, DATA_ARCHITECTURE_KEYS, GPTConfig
+from mypt.config import ARCHITECTURE_KEYS, DATA_ARCHITECTURE_KEYS, NANOGPT, GPTConfig, with_nanogpt_defaults
 from mypt.errors import MyptError
 from mypt.tokenizer import GPT2_VOCAB_SIZE, Tokenizer, tokenizer_from_dict
 
@@ -59,8 +59,14 @@ BEST_FILE = "best.json"
 # what the best model holds: enough to use it (generate, export, validate), no optimizer
 BEST_FILES = (MODEL_FILE, CONFIG_FILE, TOKENIZER_FILE, BEST_FILE)
 
-# config.json holds exactly these keys, in this order, as in the design note
-CONFIG_KEYS = (*DATA_ARCHITECTURE_KEYS, *ARCHITECTURE_KEYS, "device")
+# config.json holds exactly these keys, in this order: the design note's (device the last of them),
+# then the architecture options added since (an older bundle lacks them: nanoGPT's values, NANOGPT)
+CONFIG_KEYS = (
+    *DATA_ARCHITECTURE_KEYS,
+    *(k for k in ARCHITECTURE_KEYS if k not in NANOGPT),
+    "device",
+    *(k for k in ARCHITECTURE_KEYS if k in NANOGPT),
+)
 DEFAULT_ROOT = "checkpoints"
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 
@@ -461,12 +467,14 @@ def load_torch_file(file: Path, map_location: str | torch.device = "cpu") -> Any
 
 def load_config(path: Path) -> dict:
     """config.json, checked: every key present and every value usable (positive sizes, n_embd a
-    multiple of n_head, dropout in [0, 1), a positive batch_size)."""
+    multiple of n_head, dropout in [0, 1), a positive batch_size). An architecture option it lacks
+    (a bundle written before the option existed) is filled in with nanoGPT's value."""
     file = path / CONFIG_FILE
     config = read_json(file)
-    missing = [k for k in CONFIG_KEYS if k not in config and k != "device"]
+    missing = [k for k in CONFIG_KEYS if k not in config and k != "device" and k not in NANOGPT]
     if missing:
         raise MyptError(f"{file} lacks {', '.join(missing)}")
+    config = with_nanogpt_defaults(config)
     gpt_config(config, file)
     batch_size = config["batch_size"]
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
@@ -716,11 +724,16 @@ def get_model_info(name_or_path: str | os.PathLike, root: str | os.PathLike = DE
 
 
 def count_params(config: GPTConfig) -> int:
-    """Parameters of a GPT with this config, by arithmetic (no weights read); tied embeddings counted
-    once, position embeddings excluded, as GPT.num_params()."""
-    d, v, L = config.n_embd, config.vocab_size, config.n_layer
-    bias = config.bias
-    ln = d * (2 if bias else 1)
-    attn = d * 3 * d + (3 * d if bias else 0) + d * d + (d if bias else 0)
-    mlp = d * 4 * d + (4 * d if bias else 0) + 4 * d * d + (d if bias else 0)
-    return v * d + L * (2 * ln + attn + mlp) + ln
+    """Parameters of a GPT with this config, by arithmetic (no weights read), as GPT.num_params():
+    the input embeddings left out (the position table, and the token embedding when the head is untied:
+    then lm_head's v x d is counted instead; tied, the one matrix counts once)."""
+    d, v, L, h, bias = config.n_embd, config.vocab_size, config.n_layer, config.mlp_width, config.bias
+
+    def linear(n_in: int, n_out: int) -> int:
+        return n_in * n_out + (n_out if bias else 0)
+
+    norm = d * (2 if bias and config.norm == "layernorm" else 1)  # RMSNorm: a weight, no bias
+    qk_norm = 2 * config.head_dim if config.qk_norm else 0
+    attn = linear(d, 3 * d) + linear(d, d) + qk_norm
+    mlp = linear(d, 2 * h if config.mlp == "swiglu" else h) + linear(h, d)
+    return v * d + L * (2 * norm + attn + mlp) + norm

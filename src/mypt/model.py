@@ -1,4 +1,9 @@
-"""The GPT: nanoGPT's architecture in plain PyTorch.
+"""The GPT in plain PyTorch: a modern architecture by default, nanoGPT's one option set away.
+
+Each option of `GPTConfig` is a few lines below, with what it buys. The defaults are the
+architecture of transformers' Qwen3ForCausalLM (rotary positions, RMSNorm, per-head QK-norm, SwiGLU,
+no bias, untied head); `mypt.config.NANOGPT` gives GPT-2's as nanoGPT trains it (learned positions,
+LayerNorm, GELU, tied embeddings), with the parameter names of nanoGPT.
 
 Kept free of Lightning, file I/O and printing so that `mypt generate` and `mypt inspect` can use it
 without a Trainer, and so that the whole model reads top to bottom in one sitting.
@@ -14,10 +19,37 @@ from torch.nn import functional as F
 
 from mypt.config import GPTConfig
 
+RMS_NORM_EPS = 1e-6  # Qwen3's rms_norm_eps, so that its checkpoints compute the same here
+
+
+def make_norm(config: GPTConfig, dim: int) -> nn.Module:
+    # RMSNorm: no mean to subtract and no bias, one fused kernel (F.rms_norm); as good as LayerNorm
+    if config.norm == "rmsnorm":
+        return nn.RMSNorm(dim, eps=RMS_NORM_EPS)
+    return nn.LayerNorm(dim, bias=config.bias)
+
+
+def rope_tables(config: GPTConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin (block_size, head_dim / 2) of each position's angle for each pair of channels."""
+    hs = config.head_dim
+    # in float32 as transformers computes them, so that an exported model gives the same logits
+    inv_freq = 1.0 / (config.rope_base ** (torch.arange(0, hs, 2, dtype=torch.float32) / hs))  # (hs/2)
+    angles = torch.outer(torch.arange(config.block_size, dtype=torch.float32), inv_freq)  # (T, hs/2)
+    return angles.cos(), angles.sin()
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate x (B, nh, T, hs) by its positions' angles, cos and sin (T, hs/2). Channel i pairs with
+    i + hs/2 (the "rotate_half" layout of transformers' Llama and Qwen3, not interleaved pairs)."""
+    x1, x2 = x.chunk(2, dim=-1)
+    cos, sin = cos.to(x.dtype), sin.to(x.dtype)  # bf16 under autocast: a float32 table would upcast q, k
+    return torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)
+
 
 class KVCache:
     """One layer's keys and values of the tokens generated so far, so that sampling a token costs one
-    position's forward pass instead of the whole context's. Only for `GPT.generate`."""
+    position's forward pass instead of the whole context's. Only for `GPT.generate`. With RoPE the
+    keys are stored rotated: a key's rotation depends on its own position alone."""
 
     def __init__(self, config: GPTConfig) -> None:
         self.block_size = config.block_size
@@ -42,17 +74,29 @@ class CausalSelfAttention(nn.Module):
         self.n_head = config.n_head
         self.n_embd = config.n_embd
         self.dropout = config.dropout
-        # key, query, value projections for all heads, in one matmul
+        # key, query, value projections for all heads, in one matmul (rows: q, then k, then v)
         self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.resid_dropout = nn.Dropout(config.dropout)
+        # QK-norm: bounded attention logits, so higher learning rates stay stable (modded-nanogpt)
+        self.q_norm = nn.RMSNorm(config.head_dim, eps=RMS_NORM_EPS) if config.qk_norm else None
+        self.k_norm = nn.RMSNorm(config.head_dim, eps=RMS_NORM_EPS) if config.qk_norm else None
 
-    def forward(self, x: torch.Tensor, cache: KVCache | None = None, pos: int = 0) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        rope: tuple[torch.Tensor, torch.Tensor] | None = None,
+        cache: KVCache | None = None,
+        pos: int = 0,
+    ) -> torch.Tensor:
         B, T, C = x.size()  # batch, sequence length, embedding dim (n_embd)
-        q, k, v = self.c_attn(x).split(self.n_embd, dim=2)
-        k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
-        q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
-        v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
+        q, k, v = self.c_attn(x).view(B, T, 3, self.n_head, C // self.n_head).unbind(2)  # (B, T, nh, hs)
+        if self.q_norm is not None and self.k_norm is not None:  # over each head's channels
+            q, k = self.q_norm(q), self.k_norm(k)
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, nh, T, hs)
+        if rope is not None:  # the positions pos..pos+T-1: with a cache, the new tokens' own
+            cos, sin = rope[0][pos : pos + T], rope[1][pos : pos + T]
+            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if cache is not None:  # generation: the prompt at pos 0, then one new token at a time
             k, v = cache.update(pos, k, v)
         # flash attention where the device has it; one new token attends to every cached one
@@ -66,25 +110,42 @@ class CausalSelfAttention(nn.Module):
 class MLP(nn.Module):
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
-        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
-        self.gelu = nn.GELU()
-        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+        self.kind = config.mlp
+        hidden = config.mlp_width
+        # SwiGLU: down(silu(gate(x)) * up(x)); gate and up in one matmul, c_fc's rows: gate, then up
+        fc_out = 2 * hidden if config.mlp == "swiglu" else hidden
+        self.c_fc = nn.Linear(config.n_embd, fc_out, bias=config.bias)
+        self.c_proj = nn.Linear(hidden, config.n_embd, bias=config.bias)  # "down" in transformers
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dropout(self.c_proj(self.gelu(self.c_fc(x))))
+        h = self.c_fc(x)  # (B, T, fc_out)
+        if self.kind == "swiglu":  # gated: Llama's and Qwen3's MLP
+            gate, up = h.chunk(2, dim=-1)
+            h = F.silu(gate) * up
+        elif self.kind == "relu2":  # ReLU squared: sparse and cheap, 1-2% better than GELU (modded-nanogpt)
+            h = F.relu(h).square()
+        else:  # GPT-2's, exact (erf) GELU
+            h = F.gelu(h)
+        return self.dropout(self.c_proj(h))
 
 
 class Block(nn.Module):
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
-        self.ln_1 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.ln_1 = make_norm(config, config.n_embd)
         self.attn = CausalSelfAttention(config)
-        self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.ln_2 = make_norm(config, config.n_embd)
         self.mlp = MLP(config)
 
-    def forward(self, x: torch.Tensor, cache: KVCache | None = None, pos: int = 0) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x), cache, pos)
+    def forward(
+        self,
+        x: torch.Tensor,
+        rope: tuple[torch.Tensor, torch.Tensor] | None = None,
+        cache: KVCache | None = None,
+        pos: int = 0,
+    ) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), rope, cache, pos)
         x = x + self.mlp(self.ln_2(x))
         return x
 
@@ -93,24 +154,31 @@ class GPT(nn.Module):
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
         self.config = config
-        self.transformer = nn.ModuleDict(
-            dict(
-                wte=nn.Embedding(config.vocab_size, config.n_embd),
-                wpe=nn.Embedding(config.block_size, config.n_embd),
-                drop=nn.Dropout(config.dropout),
-                h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
-                ln_f=nn.LayerNorm(config.n_embd, bias=config.bias),
-            )
+        modules = dict(wte=nn.Embedding(config.vocab_size, config.n_embd))
+        if config.pos_emb == "learned":  # GPT-2's learned table; RoPE instead rotates q and k in attention
+            modules["wpe"] = nn.Embedding(config.block_size, config.n_embd)
+        modules.update(
+            drop=nn.Dropout(config.dropout),
+            h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
+            ln_f=make_norm(config, config.n_embd),
         )
+        self.transformer = nn.ModuleDict(modules)
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
-        # weight tying: the input embedding and the output projection share one matrix
-        self.transformer.wte.weight = self.lm_head.weight
+        if config.tie_embeddings:  # one matrix for input and output: fewer parameters, GPT-2's choice
+            self.transformer.wte.weight = self.lm_head.weight
+        # an untied head lets the output layer learn its own map (modded-nanogpt: 13.0 -> 10.8 min)
+        if config.pos_emb == "rope":  # computed once; not persistent: the state dict holds weights only
+            cos, sin = rope_tables(config)
+            self.register_buffer("rope_cos", cos, persistent=False)
+            self.register_buffer("rope_sin", sin, persistent=False)
 
         self.apply(self._init_weights)
-        # GPT-2 scales the residual projections by 1/sqrt(2 * n_layer)
         for name, param in self.named_parameters():
             if name.endswith("c_proj.weight"):
-                torch.nn.init.normal_(param, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+                if config.zero_init_proj:  # each block starts as the identity: faster early training
+                    torch.nn.init.zeros_(param)  # (modded-nanogpt, nanochat)
+                else:  # GPT-2 scales the residual projections by 1/sqrt(2 * n_layer)
+                    torch.nn.init.normal_(param, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
@@ -122,11 +190,16 @@ class GPT(nn.Module):
             torch.nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
     def num_params(self, non_embedding: bool = True) -> int:
-        """Parameter count; position embeddings are excluded by default, as in the GPT-2 paper's
-        counts (the token embedding is kept because it doubles as the output layer)."""
+        """Parameter count. With non_embedding (the default, as the GPT-2 paper counts), the input
+        embeddings, which are looked up rather than multiplied, are left out: the position table, and
+        the token embedding when the head is untied (a tied one is the output layer and counts once).
+        So it is the count of weights each token is multiplied by, the N of 6N FLOPs per token."""
         n = sum(p.numel() for p in self.parameters())
         if non_embedding:
-            n -= self.transformer.wpe.weight.numel()
+            if self.config.pos_emb == "learned":
+                n -= self.transformer.wpe.weight.numel()
+            if not self.config.tie_embeddings:
+                n -= self.transformer.wte.weight.numel()
         return n
 
     def forward(
@@ -142,27 +215,36 @@ class GPT(nn.Module):
         b, t = idx.size()
         if start + t > self.config.block_size:
             raise ValueError(f"sequence of length {start + t} exceeds block_size {self.config.block_size}")
-        pos = torch.arange(start, start + t, dtype=torch.long, device=idx.device)  # (t)
-        tok_emb = self.transformer.wte(idx)  # (b, t, n_embd)
-        pos_emb = self.transformer.wpe(pos)  # (t, n_embd)
-        x = self.transformer.drop(tok_emb + pos_emb)
-        for i, block in enumerate(self.transformer.h):
-            x = block(x, None if caches is None else caches[i], start)
-        x = self.transformer.ln_f(x)
-        if targets is not None:
-            logits = self.lm_head(x)  # (b, t, vocab_size)
-            loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1), ignore_index=-1)
+        x = self.transformer.wte(idx)  # (b, t, n_embd)
+        rope = None
+        if self.config.pos_emb == "learned":
+            pos = torch.arange(start, start + t, dtype=torch.long, device=idx.device)  # (t)
+            x = x + self.transformer.wpe(pos)  # (t, n_embd), broadcast over the batch
         else:
+            rope = (self.rope_cos, self.rope_sin)  # (block_size, hs/2) each
+        x = self.transformer.drop(x)
+        for i, block in enumerate(self.transformer.h):
+            x = block(x, rope, None if caches is None else caches[i], start)
+        x = self.transformer.ln_f(x)
+        if targets is None:
             # slices, not x[:, [-1]]: indexing with a list copies the index to the device and waits
-            logits = self.lm_head(x[:, -1:, :])  # (b, 1, vocab_size)
-            loss = None
+            x = x[:, -1:, :]
+        logits = self.lm_head(x)  # (b, t or 1, vocab_size)
+        if self.config.logit_softcap:  # smooth cap on the logits: no runaway confidence (nanochat, Gemma 2)
+            cap = self.config.logit_softcap
+            logits = cap * torch.tanh(logits / cap)
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1), ignore_index=-1)
         return logits, loss
 
     def flops_per_token(self) -> int:
-        """Training FLOPs per token (forward and backward), as in the PaLM paper appendix B."""
+        """Training FLOPs per token (forward and backward), as in the PaLM paper appendix B: 6 per
+        weight a token is multiplied by (num_params: every MLP matrix, the head, no lookup tables) plus
+        attention's scores and weighted sum over the context. Norms, RoPE and the softcap are
+        elementwise and left out, as the formula does."""
         cfg = self.config
-        head_dim = cfg.n_embd // cfg.n_head
-        return 6 * self.num_params() + 12 * cfg.n_layer * cfg.n_head * head_dim * cfg.block_size
+        return 6 * self.num_params() + 12 * cfg.n_layer * cfg.n_head * cfg.head_dim * cfg.block_size
 
     @torch.no_grad()
     def generate(

@@ -1,0 +1,262 @@
+"""The architecture options: each trains, RoPE works with the KV cache, the parameter and FLOP
+counts follow every option, bad values are refused through `mypt fit`, and a bundle written before
+the options existed (nanoGPT's architecture) loads and generates exactly as it did."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import TINY
+
+from mypt import bundle, load_model
+from mypt.config import ARCHITECTURE_KEYS, NANOGPT, GPTConfig
+from mypt.model import GPT, apply_rope, rope_tables
+
+DATA = Path(__file__).parent / "data"
+SIZES = {"block_size": 16, "vocab_size": 50, "n_layer": 2, "n_head": 2, "n_embd": 32}
+# one option at a time away from the default, and nanoGPT's architecture as a whole
+VARIANTS = {
+    "default": {},
+    "learned": {"pos_emb": "learned"},
+    "rope_base": {"rope_base": 500.0},
+    "layernorm": {"norm": "layernorm", "bias": True},
+    "no_qk_norm": {"qk_norm": False},
+    "relu2": {"mlp": "relu2"},
+    "gelu": {"mlp": "gelu"},
+    "mlp_hidden": {"mlp_hidden": 48},
+    "tied": {"tie_embeddings": True},
+    "softcap": {"logit_softcap": 2.0},
+    "nanogpt": NANOGPT,
+}
+
+
+def tiny(**options) -> GPT:
+    """Residual projections random (zero-initialised, every block starts as the identity)."""
+    torch.manual_seed(0)
+    return GPT(GPTConfig(**{**SIZES, "zero_init_proj": False, **options}))
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_each_option_runs_forward_backward_and_generates_alike_with_the_cache(name):
+    model = tiny(**VARIANTS[name])
+    idx = torch.randint(0, 50, (2, 16), generator=torch.Generator().manual_seed(1))
+    logits, loss = model(idx, idx)
+    loss.backward()
+    assert logits.shape == (2, 16, 50) and torch.isfinite(loss)
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+    assert model.transformer.wte.weight.grad.abs().sum() > 0
+    if model.config.logit_softcap:
+        assert logits.abs().max() <= model.config.logit_softcap
+    model.eval()
+    prompt = idx[:1, :3]  # greedy to 30 tokens: past block_size 16, where the window slides
+    assert torch.equal(
+        model.generate(prompt, 27, temperature=0), model.generate(prompt, 27, temperature=0, use_cache=False)
+    )
+
+
+def test_option_changes_the_weights_names_as_documented():
+    names = set(tiny().state_dict())
+    assert "transformer.wpe.weight" not in names and "lm_head.weight" in names
+    assert {"transformer.h.0.attn.q_norm.weight", "transformer.h.0.attn.k_norm.weight"} <= names
+    assert not any(k.startswith("rope") for k in names)  # the tables are buffers, not weights
+    model = tiny()
+    assert model.transformer.wte.weight is not model.lm_head.weight
+    assert model.transformer.h[0].mlp.c_fc.weight.shape == (2 * 96, 32)  # gate and up: 8/3 x 32 -> 96
+    assert isinstance(model.transformer.ln_f, torch.nn.RMSNorm) and model.transformer.ln_f.eps == 1e-6
+    assert torch.equal(model.transformer.ln_f.weight, torch.ones(32))
+
+
+def test_kv_cache_with_rope_gives_the_logits_of_a_full_forward_pass():
+    """Keys are cached rotated for their own positions: each new token's logits, from the cache, are
+    those of the whole sequence run at once."""
+    from mypt.model import KVCache
+
+    model = tiny().eval()
+    idx = torch.randint(0, 50, (2, 16))
+    caches = [KVCache(model.config) for _ in model.transformer.h]
+    with torch.no_grad():
+        torch.testing.assert_close(
+            model(idx[:, :5], caches=caches)[0], model(idx[:, :5])[0], rtol=0, atol=1e-5
+        )
+        for t in range(5, 16):
+            logits, _ = model(idx[:, t : t + 1], caches=caches, start=t)
+            torch.testing.assert_close(logits, model(idx[:, : t + 1])[0], rtol=0, atol=1e-5)
+
+
+def test_rope_makes_attention_scores_depend_on_the_distance_alone():
+    """q at position m and k at n score by m - n: shifting both by 5 keeps every score; without the
+    rotation (or with the pairs wrong) the scores of distant positions would not match."""
+    config = GPTConfig(**{**SIZES, "block_size": 32})
+    cos, sin = rope_tables(config)
+    q, k = torch.randn(2, 1, 1, 10, 16, dtype=torch.float64).unbind(0)
+    scores = [
+        apply_rope(q, cos[s : s + 10], sin[s : s + 10]) @ apply_rope(k, cos[s : s + 10], sin[s : s + 10]).mT
+        for s in (0, 5)
+    ]
+    torch.testing.assert_close(scores[0], scores[1].to(scores[0].dtype), atol=1e-5, rtol=0)
+    assert not torch.allclose(scores[0], q @ k.mT, atol=1e-3)
+    # channel i pairs with i + head_dim / 2 (transformers' rotate_half): position 1 rotates (x_0, x_8)
+    x = torch.zeros(1, 1, 2, 16)
+    x[..., 0] = 1.0
+    rotated = apply_rope(x, cos[:2], sin[:2])[0, 0, 1]
+    assert rotated[0] == pytest.approx(cos[1, 0].item()) and rotated[8] == pytest.approx(sin[1, 0].item())
+
+
+def test_zero_init_of_the_residual_projections_is_the_modern_default():
+    modern, legacy = GPT(GPTConfig(**SIZES)), GPT(GPTConfig(**SIZES, **NANOGPT))
+    for block in modern.transformer.h:
+        assert not block.attn.c_proj.weight.any() and not block.mlp.c_proj.weight.any()
+    assert legacy.transformer.h[0].attn.c_proj.weight.std() > 0.003  # GPT-2's 0.02 / sqrt(2 x 2)
+
+
+def test_param_count_by_arithmetic_matches_the_model_for_every_combination():
+    """bundle.count_params (from config.json, no torch) == GPT.num_params() for every option set."""
+    options = itertools.product(
+        ["rope", "learned"],
+        ["rmsnorm", "layernorm"],
+        [True, False],
+        ["swiglu", "relu2", "gelu"],
+        [True, False],
+        [True, False],
+    )
+    for pos_emb, norm, qk_norm, mlp, tie, bias in options:
+        config = GPTConfig(
+            **SIZES, pos_emb=pos_emb, norm=norm, qk_norm=qk_norm, mlp=mlp, tie_embeddings=tie, bias=bias
+        )
+        model = GPT(config)
+        assert bundle.count_params(config) == model.num_params(), config
+        embeddings = model.transformer.wte.weight.numel() * (not tie) + (pos_emb == "learned") * 16 * 32
+        assert model.num_params(non_embedding=False) - model.num_params() == embeddings
+
+
+def test_flops_per_token_count_every_matrix_a_token_goes_through():
+    d, v, L, T = 32, 50, 2, 16
+    attention = 12 * L * d * T  # scores and weighted sum: n_head x head_dim = d
+    norms = L * (2 * d + 2 * 16) + d  # ln_1, ln_2, q_norm, k_norm weights, ln_f
+    swiglu = GPT(GPTConfig(**SIZES, mlp_hidden=64))
+    assert swiglu.flops_per_token() == 6 * (v * d + L * (4 * d * d + 3 * d * 64) + norms) + attention
+    gelu = GPT(GPTConfig(**SIZES, mlp="gelu", mlp_hidden=64))
+    assert swiglu.flops_per_token() - gelu.flops_per_token() == 6 * L * d * 64  # the gate matrix
+    # the untied head's matrix is counted once either way; position tables are lookups, not FLOPs
+    assert (
+        GPT(GPTConfig(**SIZES, tie_embeddings=True)).flops_per_token()
+        == GPT(GPTConfig(**SIZES)).flops_per_token()
+    )
+    assert (
+        GPT(GPTConfig(**SIZES, pos_emb="learned")).flops_per_token()
+        == GPT(GPTConfig(**SIZES)).flops_per_token()
+    )
+
+
+def test_swiglu_width_keeps_the_parameters_of_a_4x_mlp():
+    for n_embd in (32, 128, 384, 768):
+        config = GPTConfig(n_embd=n_embd, n_head=2)
+        assert config.mlp_width % 32 == 0
+        assert 0 <= 3 * config.mlp_width - 8 * n_embd < 3 * 32  # 3 matrices of 8/3 d ~ 2 of 4 d
+    assert GPTConfig(mlp="gelu").mlp_width == 4 * 384 and GPTConfig(mlp_hidden=100).mlp_width == 100
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        ({"pos_emb": "alibi"}, "pos_emb must be one of rope, learned"),
+        ({"norm": "batchnorm"}, "norm must be one of rmsnorm, layernorm"),
+        ({"mlp": "tanh"}, "mlp must be one of swiglu, relu2, gelu"),
+        ({"mlp_hidden": -1}, "mlp_hidden must be"),
+        ({"logit_softcap": -1.0}, "logit_softcap must be"),
+        ({"rope_base": 0.0}, "rope_base must be"),
+        ({"qk_norm": "yes"}, "qk_norm must be true or false"),
+        ({"n_embd": 30, "n_head": 2}, "RoPE needs an even head size"),
+    ],
+)
+def test_bad_option_values_are_refused(bad, message):
+    with pytest.raises(ValueError, match=message):
+        GPTConfig(**{**SIZES, **bad})
+
+
+def test_odd_head_size_is_fine_with_learned_positions():
+    assert GPTConfig(**{**SIZES, "n_embd": 30, "n_head": 2, "pos_emb": "learned"}).head_dim == 15
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--model.mlp", "tanh"], "mypt: error: mlp must be one of swiglu, relu2, gelu; got 'tanh'"),
+        (
+            ["--model.n_embd", "30", "--model.n_head", "2"],
+            "mypt: error: RoPE needs an even head size, got n_embd / n_head = 30 / 2 = 15: change --model.n_head "
+            "or --model.n_embd (or --model.pos_emb learned)",
+        ),
+    ],
+)
+def test_mypt_fit_refuses_a_bad_option_in_one_line(mypt, text_file, flags, message):
+    r = mypt(
+        "fit",
+        *TINY,
+        "--data.input_file",
+        text_file,
+        "--model_name",
+        "bad",
+        "--trainer.max_steps",
+        "1",
+        *flags,
+    )
+    assert r.code != 0, r
+    assert r.err.strip() == message, r
+    assert not Path("checkpoints/bad").exists()
+
+
+def test_resume_refuses_an_option_change_and_leaves_the_bundle_alone(mypt, text_file):
+    r = mypt("fit", *TINY, "--data.input_file", text_file, "--model_name", "m", "--trainer.max_steps", "2")
+    assert r.code == 0, r
+    before = {p.name: p.read_bytes() for p in Path("checkpoints/m").iterdir() if p.is_file()}
+    config = json.loads(Path("checkpoints/m/config.json").read_text())
+    assert {k: config[k] for k in ARCHITECTURE_KEYS if k in NANOGPT} == {
+        k: getattr(GPTConfig(), k) for k in NANOGPT
+    }
+    r = mypt(
+        "fit",
+        *TINY,
+        "--data.input_file",
+        text_file,
+        "--model_name",
+        "m",
+        "--trainer.max_steps",
+        "4",
+        "--model.mlp",
+        "gelu",
+    )
+    assert r.code != 0, r
+    assert r.err.strip().splitlines() == [
+        "mypt: error: --model.mlp gelu conflicts with the saved architecture (mlp=swiglu in checkpoints/m/config.json): "
+        "a trained model's architecture cannot change; to train a variant, fine-tune into a new bundle with "
+        "--model.init_from checkpoints/m --model_name NEW_NAME"
+    ], r
+    assert before == {p.name: p.read_bytes() for p in Path("checkpoints/m").iterdir() if p.is_file()}
+
+
+def test_a_bundle_from_before_the_options_loads_and_generates_exactly_as_then():
+    """tests/data/nanogpt_bundle: a config.json with the design note's keys only, trained with the
+    model code that predates the options; nanogpt_bundle_reference.pt: that code's logits and tokens
+    (made by loading the bundle into `git show fc19edf:src/mypt/model.py`, the commit that added them). Bit for bit the same."""
+    path = Path("checkpoints/old")
+    shutil.copytree(DATA / "nanogpt_bundle", path)
+    assert set(json.loads((path / "config.json").read_text())).isdisjoint(NANOGPT)
+    reference = torch.load(DATA / "nanogpt_bundle_reference.pt", weights_only=True)
+    model, _, config = load_model(path)
+    assert {k: config[k] for k in NANOGPT} == NANOGPT
+    assert set(model.state_dict()) == set(torch.load(path / "model.pt", weights_only=True))
+    with torch.no_grad():
+        logits, loss = model(reference["idx"], reference["idx"])
+    assert torch.equal(logits, reference["logits"]) and torch.equal(loss, reference["loss"])
+    assert torch.equal(model.generate(reference["prompt"], 37, temperature=0), reference["greedy"])
+    sampled = model.generate(
+        reference["prompt"], 37, temperature=0.8, top_k=10, generator=torch.Generator().manual_seed(1)
+    )
+    assert torch.equal(sampled, reference["sampled"])
+    assert bundle.get_model_info(path)["num_params"] == model.num_params()
