@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import inspect
 import math
 import time
 
 import lightning.pytorch as pl
 import torch
 from lightning.fabric.utilities.throughput import Throughput
+from lightning.pytorch.strategies import FSDPStrategy
 from torch.distributed.fsdp.sharded_grad_scaler import ShardedGradScaler
 
 from mypt.bundle import build_model, load_config, resolve_bundle
@@ -16,9 +16,18 @@ from mypt.config import ARCHITECTURE_KEYS
 from mypt.errors import MyptError
 from mypt.fsdp import BundleFSDPStrategy
 from mypt.model import GPT, GPTConfig
+from mypt.optim import (
+    adamw_kwargs,
+    apply_settings,
+    check_optimizer,
+    muon_parameter_names,
+    optimizer_of,
+    set_lr,
+    setup_optimizer,
+)
 from mypt.precision import auto_compile, peak_flops
 from mypt.sampling import sample
-from mypt.schedule import check_last_step, continue_schedule, lr_at, new_schedule
+from mypt.schedule import check_last_step, check_shape, continue_schedule, lr_at, new_schedule
 
 
 def is_logging_step(trainer: pl.Trainer, step: int) -> bool:
@@ -60,6 +69,11 @@ class GPTModule(pl.LightningModule):
         weight_decay: float = 0.1,
         beta1: float = 0.9,
         beta2: float = 0.99,
+        optimizer: str = "muon",
+        muon_lr_ratio: float = 20.0,
+        muon_momentum: float = 0.95,
+        lr_schedule: str = "wsd",
+        decay_ratio: float = 0.4,
         optimizer_impl: str = "auto",
         compile: bool | None = None,
         init_from: str | None = None,
@@ -83,12 +97,22 @@ class GPTModule(pl.LightningModule):
             tie_embeddings: The output layer shares the token embedding's matrix.
             logit_softcap: Cap the logits at +-this by cap * tanh(logits / cap); 0: off.
             zero_init_proj: Start the residual projections at zero (else GPT-2's scaled init).
-            learning_rate: Peak learning rate (AdamW).
-            min_lr_ratio: Floor of the cosine decay, as a fraction of learning_rate.
+            learning_rate: Peak learning rate of AdamW (every parameter AdamW steps). The schedule
+                scales every LR from it: Muon's is muon_lr_ratio x learning_rate, so a new value on
+                resume moves both.
+            min_lr_ratio: Floor of the decay, as a fraction of the peak.
             warmup_steps: Linear warm-up steps of a new model.
-            weight_decay: AdamW weight decay, applied to matrices only.
+            weight_decay: Weight decay, applied to matrices only (AdamW's decoupled decay and Muon's).
             beta1: AdamW beta1.
             beta2: AdamW beta2.
+            optimizer: ``muon``: Muon (torch.optim.Muon) on the 2-D matrices inside the transformer
+                blocks, AdamW on embeddings, head, norms and biases; ``adamw``: AdamW on everything
+                (nanoGPT's recipe). See mypt.optim and docs/benchmarks.md for the measurements.
+            muon_lr_ratio: Muon's LR as a multiple of learning_rate.
+            muon_momentum: Muon's (Nesterov) momentum.
+            lr_schedule: ``wsd`` (warm-up, a flat LR, then a linear decay to the floor over the last
+                decay_ratio of max_steps) or ``cosine`` (warm-up, then cosine decay to the floor).
+            decay_ratio: The fraction of max_steps over which ``wsd`` decays.
             optimizer_impl: AdamW kernels: ``auto`` (fused on CUDA and CPU, the fastest there as
                 measured in docs/benchmarks.md; foreach elsewhere), ``fused``, ``foreach`` or ``for-loop``.
             compile: Compile the model with torch.compile. Unset, chosen for the hardware (see
@@ -102,16 +126,22 @@ class GPTModule(pl.LightningModule):
             self.config = GPTConfig(**{k: self.hparams[k] for k in ARCHITECTURE_KEYS})
         except ValueError as e:
             raise MyptError(str(e)) from None
-        for name in ("learning_rate", "weight_decay", "beta1", "beta2", "min_lr_ratio", "warmup_steps"):
+        for name in (
+            "learning_rate", "weight_decay", "beta1", "beta2", "min_lr_ratio", "warmup_steps",
+            "muon_lr_ratio", "muon_momentum",
+        ):  # fmt: skip
             if getattr(self.hparams, name) < 0:
                 raise MyptError(f"{name} must not be negative, got {getattr(self.hparams, name)}")
         if optimizer_impl not in ("auto", "fused", "foreach", "for-loop"):
             raise MyptError(
                 f"optimizer_impl must be auto, fused, foreach or for-loop, got {optimizer_impl!r}"
             )
+        check_optimizer(optimizer)
+        check_shape(lr_schedule, decay_ratio)
         self.model = GPT(self.config)
         # decided here, on whole tensors: under FSDP the optimizer sees flattened shards
         self._decayed = {name for name, p in self.model.named_parameters() if p.dim() >= 2}
+        self._muon = muon_parameter_names(self.model)
         # training FLOPs per token (for MFU), counted once on the whole model: under FSDP each rank's
         # parameters are flat local shards, and a count taken then would be world_size times too low
         self.flops_per_token: int = self.model.flops_per_token()
@@ -146,8 +176,7 @@ class GPTModule(pl.LightningModule):
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         lr = self.lr_at(self.global_step)
-        for group in self.optimizers().param_groups:
-            group["lr"] = lr
+        set_lr(self.optimizers(), lr)
         loss = self._loss(batch)
         if is_logging_step(self.trainer, self.global_step + 1):
             # only on the steps the logger writes: self.log costs ~0.5 ms of Python per call, which
@@ -271,35 +300,27 @@ class GPTModule(pl.LightningModule):
     # -- optimizer and schedule -------------------------------------------------------------
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        """AdamW with weight decay on matrices (dim >= 2) only, as in nanoGPT."""
-        params = [(unwrapped_name(n), p) for n, p in self.model.named_parameters() if p.requires_grad]
-        groups = [
-            {
-                "params": [p for n, p in params if n in self._decayed],
-                "weight_decay": self.hparams.weight_decay,
-            },
-            {"params": [p for n, p in params if n not in self._decayed], "weight_decay": 0.0},
-        ]
-        kwargs = {}
-        impl = self.hparams.optimizer_impl
-        # torch 2.13's ShardedGradScaler (FSDP with 16-mixed) hands the optimizer a found-inf flag of
-        # shape (1,) once the gradients are unscaled, which fused AdamW's step cannot take
-        # (pytorch/pytorch#140514): there the multi-tensor kernels step instead
-        precision = getattr(self._trainer, "precision_plugin", None)  # None: called without a Trainer
+        """The run's optimizer, as mypt.optim lays it out (`--model.optimizer`)."""
+        # None: called without a Trainer
+        precision, strategy = (
+            getattr(self._trainer, name, None) for name in ("precision_plugin", "strategy")
+        )
+        if self.hparams.optimizer == "muon" and isinstance(strategy, FSDPStrategy):
+            # FSDP hands the optimizer flat shards of each matrix; Muon orthogonalises whole matrices
+            raise MyptError("--model.optimizer muon cannot train under FSDP: use --model.optimizer adamw")
         sharded_scaler = isinstance(getattr(precision, "scaler", None), ShardedGradScaler)
-        if impl == "fused" and sharded_scaler:
-            raise MyptError(
-                "--model.optimizer_impl fused cannot step under FSDP with 16-mixed precision (torch's sharded "
-                "loss scaler and fused AdamW disagree): use auto or foreach, or bf16-mixed"
-            )
-        if impl == "auto":  # fused is the fastest on CUDA and, by 3-4%, on a CPU (docs/benchmarks.md)
-            impl = "fused" if self.device.type in ("cuda", "cpu") and not sharded_scaler else "foreach"
-        if impl == "fused" and "fused" in inspect.signature(torch.optim.AdamW).parameters:
-            kwargs["fused"] = True
-        elif impl in ("foreach", "for-loop"):
-            kwargs["foreach"] = impl == "foreach"
-        return torch.optim.AdamW(
-            groups, lr=self.hparams.learning_rate, betas=(self.hparams.beta1, self.hparams.beta2), **kwargs
+        h = self.hparams
+        return setup_optimizer(
+            [(unwrapped_name(n), p) for n, p in self.model.named_parameters()],
+            optimizer=h.optimizer,
+            learning_rate=h.learning_rate,
+            muon_lr_ratio=h.muon_lr_ratio,
+            momentum=h.muon_momentum,
+            weight_decay=h.weight_decay,
+            betas=(h.beta1, h.beta2),
+            decayed=self._decayed,
+            muon_names=self._muon,
+            adamw=adamw_kwargs(h.optimizer_impl, self.device, sharded_scaler),
         )
 
     def configure_gradient_clipping(
@@ -339,18 +360,30 @@ class GPTModule(pl.LightningModule):
                 self.hparams.learning_rate,
                 self.hparams.min_lr_ratio,
                 self.hparams.warmup_steps,
+                self.hparams.lr_schedule,
+                self.hparams.decay_ratio,
             )
         return lr_at(step, self.lr_segments)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         """Resume: the schedule continues, or starts a new segment if learning_rate/max_steps changed."""
         saved = checkpoint.get("mypt", {}).get("training_state", {})
+        states = checkpoint.get("optimizer_states") or []
+        trained_with = optimizer_of(states[0]) if states else self.hparams.optimizer
+        if trained_with != self.hparams.optimizer:
+            raise MyptError(
+                f"--model.optimizer {self.hparams.optimizer}: this model was trained with {trained_with}, whose "
+                f"optimizer state the bundle holds; resume with --model.optimizer {trained_with}, or start a "
+                "new model from it with --model.init_from"
+            )
         self.lr_segments = continue_schedule(
             saved.get("lr_schedule"),
             checkpoint.get("global_step", saved.get("step", 0)),
             self.trainer.max_steps,
             self.hparams.learning_rate,
             self.hparams.min_lr_ratio,
+            self.hparams.lr_schedule,
+            self.hparams.decay_ratio,
         )
 
     def on_train_start(self) -> None:
@@ -360,8 +393,12 @@ class GPTModule(pl.LightningModule):
         peak = peak_flops(self.device, self.trainer.precision) if self.trainer.loggers else None
         self._throughput = Throughput(available_flops=peak, world_size=self.trainer.world_size, window_size=2)
         self._timer = None
-        matrices, _others = self.optimizers().param_groups  # as built in configure_optimizers
-        matrices["weight_decay"] = self.hparams.weight_decay
-        for group in self.optimizers().param_groups:
-            group["betas"] = (self.hparams.beta1, self.hparams.beta2)
-            group["lr"] = self.lr_at(self.global_step)
+        h = self.hparams
+        apply_settings(
+            self.optimizers(),
+            muon_lr_ratio=h.muon_lr_ratio,
+            momentum=h.muon_momentum,
+            weight_decay=h.weight_decay,
+            betas=(h.beta1, h.beta2),
+        )
+        set_lr(self.optimizers(), self.lr_at(self.global_step))
