@@ -268,7 +268,13 @@ def test_fit_on_a_folder_glob_list_jsonl_and_parquet_then_resume_after_the_folde
     n = 3 + 1 + (len(inputs) == 4)
     assert data["input_file"] == inputs and data["n_files"] == n and len(data["files"]) == n
     assert data["files"][0]["path"] == str(tmp_path / "books" / "inferno.txt")
-    assert data["total_bytes"] == sum(os.path.getsize(f["path"]) for f in data["files"])
+    # bytes are the text's, UTF-8: a text file's size, a JSONL/Parquet file's records (not its JSON)
+    text_bytes = len(TEXT[:15_000].encode("utf-8")) + sum(
+        len(TEXT[i : i + 1000].encode("utf-8")) for i in range(15_000, 18_000, 1000)
+    )
+    text_bytes += len(TEXT[18_000:].encode("utf-8")) if len(inputs) == 4 else 0
+    assert data["total_bytes"] == sum(f["bytes"] for f in data["files"]) == text_bytes
+    assert data["total_file_bytes"] == sum(os.path.getsize(f["path"]) for f in data["files"]) != text_bytes
     tokenizer = json.loads(Path("checkpoints/mix/tokenizer.json").read_text())
     assert tokenizer["chars"][-1] == "\x00"
 
@@ -298,6 +304,7 @@ def test_fit_on_nanogpt_and_llmc_shards(mypt, tmp_path):
     n_val = len(gpt2_ids(TEXT[:2000]))
     assert data["n_val_tokens"] == n_val  # the val shard validates; the two train shards train whole
     assert data["n_train_tokens"] == len(gpt2_ids(TEXT[2000:8000])) + len(gpt2_ids(TEXT[8000:14_000]))
+    assert data["total_bytes"] == len(TEXT[:14_000].encode("utf-8"))  # the text the ids decode to
 
 
 def test_mypt_data_tokenises_ahead_and_describes_the_corpus(mypt, tmp_path):
@@ -332,3 +339,115 @@ def test_parquet_without_pyarrow_names_the_extra(tmp_path, monkeypatch):
         MyptError, match=r"rows.parquet is Parquet, which needs pyarrow: pip install 'mypt\[data\]'"
     ):
         load_corpus(resolve_inputs(str(path)), "gpt2", cache_dir=tmp_path / "c")
+
+
+# ------------------------------------------------------------------ links, globs, extensions, flags
+
+
+def test_a_link_to_a_sibling_folder_is_no_loop_and_its_files_are_read_once(mypt, tmp_path):
+    write(tmp_path / "sym" / "real" / "a.txt", TEXT[:3000])
+    write(tmp_path / "sym" / "other" / "b.txt", TEXT[3000:5000])
+    (tmp_path / "sym" / "other" / "link").symlink_to("../real")
+    r = mypt("data", "sym")
+    assert r.code == 0, r
+    assert "documents    2" in r.out  # a.txt once, though reached as other/link/a.txt too
+    assert f"({len(TEXT[:5000].encode('utf-8')):,} bytes of text)" in r.out, r.out
+    assert r.err.count("mypt: note:") == 1 and "sym/other/link/a.txt" in r.err and "read once" in r.err, r
+    (tmp_path / "sym" / "real" / "up").symlink_to("..")  # sym/real/up -> sym: its own ancestor
+    r = mypt("data", "sym")
+    assert (
+        r.code == 2
+        and "symlink loop at sym/other/link/up (a link back to sym)" in r.err
+        and r.err.count("\n") == 1
+    ), r
+
+
+def test_a_glob_that_matches_a_file_and_a_link_to_it_reads_the_file_once(mypt, tmp_path):
+    write(tmp_path / "lib" / "a.py", TEXT[:3000])
+    write(tmp_path / "lib" / "pkg" / "b.py", TEXT[3000:5000])
+    (tmp_path / "lib" / "alias.py").symlink_to("a.py")
+    r = mypt("data", "lib/**/*.py")
+    assert r.code == 0, r
+    assert "documents    2" in r.out, r.out
+    notes = [line for line in r.err.splitlines() if line.startswith("mypt: note:")]
+    assert len(notes) == 1 and "lib/alias.py" in notes[0] and "lib/a.py" in notes[0], r
+    r = mypt("data", "lib/a.py", "lib/a.py")  # the user named it twice: still an error
+    assert r.code == 2 and "named twice" in r.err, r
+
+
+def test_a_folder_walk_keeps_the_extensions_asked_for(mypt, tmp_path):
+    write(tmp_path / "code" / "a.py", TEXT[:3000])
+    write(tmp_path / "code" / "sub" / "b.py", TEXT[3000:5000])
+    write(tmp_path / "code" / "c.json", "{}")
+    r = mypt("data", "code")
+    assert r.code == 2 and r.err.count("\n") == 1, r
+    assert "code holds no text files" in r.err and "it holds .py (2 files), .json (1 file)" in r.err, r
+    assert "--extensions .py" in r.err and "'code/**/*.py'" in r.err and "--data." not in r.err, r
+    r = mypt("data", "code", "--extensions", ".py")
+    assert r.code == 0 and "documents    2" in r.out, r
+    r = mypt("data", "code", "--extensions", "py", "JSON")  # with or without the dot, any case
+    assert r.code == 0 and "documents    3" in r.out, r
+    # mypt fit: the same error names its own flag; --data.extensions takes the files, and a resume
+    # keeps the endings it was trained with
+    args = ("fit", *TINY, "--data.input_file", "code", "--model_name", "code")
+    r = mypt(*args, "--trainer.max_steps", "1")
+    assert r.code == 2 and "--data.extensions '[.py]'" in r.err, r
+    r = mypt(*args, "--trainer.max_steps", "1", "--data.extensions", "[.py]")
+    assert r.code == 0, r
+    data = bundle.load_training_state(Path("checkpoints/code"))["data"]
+    assert data["extensions"] == [".py"] and data["n_files"] == 2
+    r = mypt("fit", "--ckpt_path", "checkpoints/code", "--trainer.max_steps", "2")
+    assert r.code == 0 and "data.extensions" not in r.out, r  # kept, so not in the table of changes
+
+
+def test_mypt_data_errors_name_its_own_flags(mypt, tmp_path):
+    write(tmp_path / "a.txt", TEXT[:3000])
+    write(tmp_path / "b.jsonl", '{"body": "x"}\n')
+    write_llmc(tmp_path / "shards" / "train.bin", gpt2_ids(TEXT[:2000]))
+    for args, flag in (
+        (("a.txt", "--vocab_size", "300"), "--vocab_size"),
+        (("a.txt", "--vocab_size", "300"), "--tokenizer bpe"),
+        (("b.jsonl",), "--text_field"),
+        (("shards",), "--tokenizer gpt2"),
+    ):
+        r = mypt("data", *args)
+        assert r.code == 2 and flag in r.err and "--data." not in r.err, (args, r)
+    r = mypt("fit", *TINY, "--data.input_file", "a.txt", "--data.vocab_size", "300")
+    assert r.code == 2 and "--data.vocab_size" in r.err and "--data.tokenizer bpe" in r.err, r
+
+
+def test_bytes_are_the_texts_utf8_bytes_for_compressed_jsonl_and_shards(mypt, tmp_path):
+    records = [TEXT[i : i + 700] for i in range(0, 7000, 700)]
+    (tmp_path / "chats.jsonl.gz").write_bytes(
+        gzip.compress("\n".join(json.dumps({"text": t}) for t in records).encode())
+    )
+    text_bytes = sum(len(t.encode("utf-8")) for t in records)
+    assert os.path.getsize(tmp_path / "chats.jsonl.gz") < text_bytes / 2  # what was counted before
+    n_tokens = sum(map(len, records)) + len(records) - 1  # characters and record separators
+    r = mypt("data", "chats.jsonl.gz")
+    assert r.code == 0, r
+    assert f"({text_bytes:,} bytes of text" in r.out, r.out
+    assert f"tokens       {n_tokens:,} ({n_tokens / text_bytes:.3f} tokens/byte)" in r.out, r.out
+    assert "already tokenised" in mypt("data", "chats.jsonl.gz").out  # the count is cached with the ids
+    assert f"({text_bytes:,} bytes of text" in mypt("data", "chats.jsonl.gz").out
+    write_llmc(tmp_path / "shards" / "a_train_000001.bin", gpt2_ids(TEXT[:3000]))
+    r = mypt("data", "shards", "--tokenizer", "gpt2")
+    assert r.code == 0 and f"({len(TEXT[:3000].encode('utf-8')):,} bytes of text" in r.out, r
+
+
+def test_json_errors_say_where_once(mypt, tmp_path):
+    write(tmp_path / "bad.jsonl", '{"text": "a\tb"}\n')
+    r = mypt("data", "bad.jsonl")
+    assert (
+        r.code == 2 and "bad.jsonl line 1 is not valid JSON (Invalid control character at column 12)" in r.err
+    ), r
+    write(tmp_path / "m" / "config.json", '{"n_layer": "a\tb"}')
+    write(tmp_path / "m" / "tokenizer.json", "{}")
+    r = mypt("inspect", "m")
+    assert (
+        r.code == 2
+        and "config.json is not valid JSON (Invalid control character at line 1 column 15)" in r.err
+    ), r
+    write(tmp_path / "m" / "config.json", '{"n_layer": "ab')
+    r = mypt("inspect", "m")
+    assert r.code == 2 and "(Unterminated string starting at line 1 column 13)" in r.err, r

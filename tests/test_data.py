@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import TINY
 
 from mypt.corpus import strip_gutenberg
 from mypt.data import FixedWindows, RandomWindows, TextDataModule
@@ -94,6 +96,29 @@ def test_missing_file_is_downloaded_from_url_and_checked(tmp_path):
     bad = TextDataModule(input_file=str(tmp_path / "x.txt"), url=source.as_uri(), sha256="0" * 64)
     with pytest.raises(MyptError, match="does not match the configured sha256"):
         bad.prepare_data()
+
+
+def test_the_url_downloads_the_configs_own_text_only(mypt, tmp_path):
+    source = tmp_path / "remote.txt"
+    source.write_text("Nel mezzo del cammin di nostra vita\n" * 20, encoding="utf-8")
+    config = tmp_path / "cfg.yaml"
+    config.write_text(f"data:\n  input_file: data/dante.txt\n  url: {source.as_uri()}\n")
+    args = ("fit", "--config", config, *TINY, "--model.block_size", "4096", "--model_name", "m")
+    for named, error in (
+        ("notes/*.md", "input file pattern 'notes/*.md' matches no file"),
+        ("notes/", "input file notes/ does not exist"),
+        ("[data/dante.txt, more.txt]", "input file data/dante.txt does not exist"),
+        ("other.txt", "input file other.txt does not exist"),
+    ):
+        r = mypt(*args, "--data.input_file", named)
+        assert r.code == 2 and r.err == f"mypt: error: {error}\n", (named, r)
+        assert "downloading" not in r.out and sorted(p.name for p in tmp_path.iterdir()) == [
+            "cfg.yaml",
+            "remote.txt",
+        ], (named, r)
+    r = mypt(*args)  # the config's own input_file: downloaded (then too short for this block_size)
+    assert "downloading" in r.out and "too short for block_size 4096" in r.err, r
+    assert Path("data/dante.txt").read_text(encoding="utf-8") == source.read_text(encoding="utf-8")
 
 
 def test_too_short_text_is_refused(tmp_path):

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mypt.config import ARCHITECTURE_KEYS, DATA_ARCHITECTURE_KEYS, NANOGPT, GPTConfig, with_nanogpt_defaults
-from mypt.errors import MyptError
+from mypt.errors import MyptError, json_error_text
 from mypt.tokenizer import GPT2_VOCAB_SIZE, Tokenizer, tokenizer_from_dict
 
 if TYPE_CHECKING:
@@ -441,7 +441,7 @@ def read_json(file: Path) -> dict:
     except UnicodeDecodeError:
         raise MyptError(f"{file} is not valid JSON: it is not UTF-8 text") from None
     except json.JSONDecodeError as e:
-        raise MyptError(f"{file} is not valid JSON ({e.msg} at line {e.lineno} column {e.colno})") from None
+        raise MyptError(f"{file} is not valid JSON ({json_error_text(e)})") from None
     if not isinstance(data, dict):
         raise MyptError(f"{file} must hold a JSON object")
     return data

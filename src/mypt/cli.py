@@ -89,6 +89,7 @@ def _generate(args: argparse.Namespace) -> None:
 
 
 def _data(args: argparse.Namespace) -> None:
+    from mypt import corpus
     from mypt.data import TextDataModule  # Lightning: only this command pays for it
 
     dm = TextDataModule(
@@ -99,10 +100,16 @@ def _data(args: argparse.Namespace) -> None:
         val_files=args.val_files,
         text_field=args.text_field,
         vocab_size=args.vocab_size,
+        extensions=args.extensions,
         block_size=1,
     )
-    inputs = dm.inputs
-    print(format_corpus(dm.settings(), inputs.n_documents, inputs.tokenizer, inputs.cache_dir, inputs.hit))
+    flags = corpus.flags.set(corpus.DATA_FLAGS)  # errors name this command's options: --vocab_size
+    try:
+        inputs = dm.inputs
+        settings = dm.settings()
+        print(format_corpus(settings, inputs.n_documents, inputs.tokenizer, inputs.cache_dir, inputs.hit))
+    finally:
+        corpus.flags.reset(flags)
 
 
 def _reader_parser() -> argparse.ArgumentParser:
@@ -151,6 +158,11 @@ def _reader_parser() -> argparse.ArgumentParser:
     p.add_argument("--val_files", nargs="+", default=None, help="a held-out validation set")
     p.add_argument("--text_field", default="text", help="the JSONL field / Parquet column with the text")
     p.add_argument("--train_split", type=float, default=0.9, help="fraction of each document that trains")
+    p.add_argument(
+        "--extensions", nargs="+", default=None,
+        help="file endings a folder walk keeps (.py .md ...); none: .txt .text .md .markdown .rst .tex .org "
+        ".adoc .asciidoc .jsonl .jsonl.gz .parquet .bin",
+    )  # fmt: skip
     p.add_argument(
         "--cache_dir", default=None, help="token cache folder (none: $MYPT_CACHE_DIR or ~/.cache/mypt/tokens)"
     )

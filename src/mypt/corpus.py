@@ -4,12 +4,15 @@
 
 - a **file** is taken whatever its name (a name without a known ending is read as UTF-8 text);
 - a **folder** is walked recursively in sorted order, skipping hidden files and folders (names that
-  start with "."), and keeps the files whose name ends in a known ending: text (``.txt .text .md
-  .markdown .rst .tex .org .adoc .asciidoc``), JSONL (``.jsonl .jsonl.gz``), Parquet
-  (``.parquet``) and token shards (``.bin``);
+  start with "."), and keeps the files whose name ends in one of ``--data.extensions``; by default
+  the known endings: text (``.txt .text .md .markdown .rst .tex .org .adoc .asciidoc``), JSONL
+  (``.jsonl .jsonl.gz``), Parquet (``.parquet``) and token shards (``.bin``). Symlinked folders are
+  followed; a link back to one of its own ancestors is a loop and an error, and a file reached
+  twice (through a link to a sibling folder, say) is read once, with a note;
 - a **glob** (``*``, ``?``, ``[``; ``**`` crosses folders) is expanded in sorted order, and a folder
-  it matches is walked as above;
-- the entries of a list keep their order; the same file named twice is an error.
+  it matches is walked as above; a file it reaches twice (itself and a symlink to it) is read once,
+  with a note;
+- the entries of a list keep their order; the same file named by two entries is an error.
 
 A text file is one document; each JSONL line and each Parquet row is one document (its ``text``
 field, or ``--data.text_field``). Token shards (nanoGPT's ``train.bin``/``val.bin``: raw uint16
@@ -29,13 +32,15 @@ import os
 import re
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from mypt.errors import MyptError
+from mypt.errors import MyptError, json_error_text
 
 TEXT_SUFFIXES = (".txt", ".text", ".md", ".markdown", ".rst", ".tex", ".org", ".adoc", ".asciidoc")
 JSONL_SUFFIXES = (".jsonl", ".jsonl.gz")
@@ -47,10 +52,40 @@ _KNOWN = {
     **dict.fromkeys(PARQUET_SUFFIXES, "parquet"),
     **dict.fromkeys(SHARD_SUFFIXES, "shard"),
 }
+DEFAULT_EXTENSIONS = tuple(_KNOWN)  # what a folder walk keeps unless --data.extensions says otherwise
 LLMC_MAGIC = 20240520
 LLMC_VERSION = 1
 LLMC_HEADER_INTS = 256
 GPT2_SHARD_VOCAB = 50257  # ids in a shard are GPT-2's; anything at or above is damage
+
+
+@dataclass(frozen=True)
+class Flags:
+    """How the running command spells the data options in its messages: `mypt fit` takes
+    ``--data.vocab_size`` and YAML lists, `mypt data` takes ``--vocab_size`` and words."""
+
+    prefix: str = "--data."
+    yaml_lists: bool = True
+
+    def __call__(self, name: str) -> str:
+        return self.prefix + name
+
+    def with_values(self, name: str, values: list[str]) -> str:
+        if self.yaml_lists:
+            return f"{self.prefix}{name} '[{', '.join(values)}]'"
+        return f"{self.prefix}{name} {' '.join(values)}"
+
+
+FIT_FLAGS = Flags()
+DATA_FLAGS = Flags("--", yaml_lists=False)  # `mypt data`'s own options
+# Errors are raised deep in the readers (a JSONL line without its field, a folder of .py files);
+# the command sets this once instead of threading its spelling through every call.
+flags: ContextVar[Flags] = ContextVar("flags", default=FIT_FLAGS)
+
+
+def flag(name: str) -> str:
+    """The option `name` as the running command spells it (`--data.text_field` or `--text_field`)."""
+    return flags.get()(name)
 
 
 @dataclass(frozen=True)
@@ -59,7 +94,7 @@ class InputFile:
 
     path: Path
     kind: str  # "text" | "jsonl" | "parquet" | "shard"
-    size: int
+    size: int  # on disk; the text's own bytes are counted as it is read (token_cache, data)
 
     @property
     def name(self) -> str:
@@ -87,11 +122,11 @@ def spec_exists(spec: str | list | None) -> bool:
     """Whether every entry names something here (a glob: that it matches)."""
     entries = normalise_spec(spec)
     return bool(entries) and all(
-        os.path.exists(e) or (_is_glob(e) and glob.glob(e, recursive=True)) for e in entries
+        os.path.exists(e) or (is_glob(e) and glob.glob(e, recursive=True)) for e in entries
     )
 
 
-def _is_glob(entry: str) -> bool:
+def is_glob(entry: str) -> bool:
     return any(c in entry for c in "*?[")
 
 
@@ -103,20 +138,50 @@ def reader_of(path: Path) -> str:
     return "text"
 
 
-def _known(path: Path) -> bool:
-    name = path.name.lower()
-    return any(name.endswith(s) for s in _KNOWN)
+def normalise_extensions(extensions: str | list[str] | tuple[str, ...] | None) -> tuple[str, ...]:
+    """The endings a folder walk keeps, lower case with their dot (``py`` -> ``.py``)."""
+    if extensions is None:
+        return DEFAULT_EXTENSIONS
+    if isinstance(extensions, str):
+        extensions = [extensions]
+    out = []
+    for e in extensions:
+        e = str(e).strip().lower()
+        if not e.strip("."):
+            raise MyptError(f"{flag('extensions')}: {e!r} is not a file ending (write .py, or py)")
+        out.append(e if e.startswith(".") else "." + e)
+    if not out:
+        raise MyptError(f"{flag('extensions')} is empty: name at least one ending (.txt, .py, ...)")
+    return tuple(dict.fromkeys(out))
 
 
-def resolve_inputs(spec, notes: list[str] | None = None, what: str = "input file") -> list[InputFile]:
-    """Every file `spec` names, in order. Empty files among several are skipped and described in
-    `notes`; every other problem is a MyptError naming the entry."""
+def _ending(name: str) -> str:
+    """A file's ending as a walk reports it: ``.py``, ``.jsonl.gz``, or "" for none."""
+    suffixes = Path(name.lower()).suffixes
+    return "".join(suffixes[-2:]) if len(suffixes) > 1 and suffixes[-1] == ".gz" else "".join(suffixes[-1:])
+
+
+def resolve_inputs(
+    spec, notes: list[str] | None = None, what: str = "input file", extensions=None
+) -> list[InputFile]:
+    """Every file `spec` names, in order. A file one entry reaches twice through symlinks is kept
+    once and said in `notes`, as are empty files among several; every other problem is a MyptError
+    naming the entry."""
     entries = normalise_spec(spec)
     if not entries:
-        raise MyptError(f"no {what}: set --data.input_file (or give a config that does)")
+        raise MyptError(f"no {what}: set {flag('input_file')} (or give a config that does)")
+    keep = normalise_extensions(extensions)
     found: list[Path] = []
+    folded: list[tuple[Path, Path]] = []  # (the path dropped, the path kept)
     for entry in entries:
-        found += _expand(entry, what)
+        found += _once(_expand(entry, what, keep, notes), folded)
+    if folded and notes is not None:
+        shown = ", ".join(f"{dropped} (= {kept})" for dropped, kept in folded[:3])
+        more = f" and {len(folded) - 3} more" if len(folded) > 3 else ""
+        n = len(folded)
+        notes.append(
+            f"{n} file{'s' if n > 1 else ''} reached twice through symlinks, read once: {shown}{more}"
+        )
     seen: dict[str, Path] = {}
     for path in found:
         real = os.path.realpath(path)
@@ -144,61 +209,128 @@ def resolve_inputs(spec, notes: list[str] | None = None, what: str = "input file
     return files
 
 
-def _expand(entry: str, what: str) -> list[Path]:
+def _once(paths: list[Path], folded: list[tuple[Path, Path]]) -> list[Path]:
+    """`paths` with each file once: of the paths that reach one file, the one without a symlink on
+    the way (or else the first) is kept, in its place; the others go to `folded`."""
+    groups: dict[str, list[Path]] = {}
+    for p in paths:
+        groups.setdefault(os.path.realpath(p), []).append(p)
+    chosen = {}
+    for real, group in groups.items():
+        direct = [p for p in group if os.path.abspath(p) == real]
+        chosen[real] = (direct or group)[0]
+        folded += [(p, chosen[real]) for p in group if p is not chosen[real]]
+    return [p for p in paths if chosen[os.path.realpath(p)] is p]
+
+
+def _expand(entry: str, what: str, keep: tuple[str, ...], notes: list[str] | None) -> list[Path]:
     path = Path(entry)
     if path.is_dir():
-        return _walk(path, what)
+        return _walk(path, what, keep, notes).files(entry)
     if path.is_file():
         return [path]
     if os.path.lexists(entry) and not path.exists():
         raise MyptError(f"{what} {entry} is a broken or looping symlink")
     if path.exists():
         raise MyptError(f"{what} {entry} is not a regular file")
-    if _is_glob(entry):
+    if is_glob(entry):
         matches = sorted(glob.glob(entry, recursive=True))
         if not matches:
             raise MyptError(f"{what} pattern {entry!r} matches no file")
         out: list[Path] = []
+        walks = _Walk(Path(entry), what)
         for m in matches:
             p = Path(m)
             if p.is_dir():
-                out += _walk(p, what, quiet_if_empty=True)
+                walk = _walk(p, what, keep, notes)
+                out += walk.paths
+                walks.add(walk)
             elif p.is_file():
                 out.append(p)
         if not out:
+            if walks.unkept:
+                walks.files(entry)  # the error that names the endings found
             raise MyptError(f"{what} pattern {entry!r} matches no file")
         return out
     raise MyptError(f"{what} {entry} does not exist")
 
 
-def _walk(folder: Path, what: str, quiet_if_empty: bool = False) -> list[Path]:
-    """Known files under `folder`, recursively, sorted, hidden names skipped; symlinked folders are
-    followed once (a link back to a folder already walked is a loop and an error)."""
-    out: list[Path] = []
-    seen_any = False
-    visited: dict[str, str] = {}
-    for root, dirs, files in os.walk(folder, followlinks=True):
-        real = os.path.realpath(root)
-        if real in visited:
-            raise MyptError(f"{what} folder {folder}: symlink loop at {root} (leads back to {visited[real]})")
-        visited[real] = root
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        for name in sorted(files):
-            if name.startswith("."):
-                continue
-            seen_any = True
-            p = Path(root) / name
-            if _known(p) and p.is_file():
-                out.append(p)
-    out.sort(key=lambda p: p.relative_to(folder).parts)  # a/b.txt after a.txt, as a listing shows
-    if not out and not quiet_if_empty:
-        if not seen_any:
-            raise MyptError(f"{what} folder {folder} is empty")
-        raise MyptError(
-            f"{what} folder {folder} holds no text files (looked for {' '.join(sorted(_KNOWN))}; "
-            "name a file directly to read it whatever its ending)"
+class _Walk:
+    """What a folder walk found: the files it keeps, and a count of the endings it left."""
+
+    def __init__(self, folder: Path, what: str) -> None:
+        self.folder, self.what = folder, what
+        self.paths: list[Path] = []
+        self.unkept: Counter[str] = Counter()
+        self.keep: tuple[str, ...] = ()
+
+    def add(self, other: _Walk) -> None:
+        self.unkept.update(other.unkept)
+        self.keep = other.keep
+
+    def files(self, named: str) -> list[Path]:
+        """The files kept, or the error that says what the folder holds and how to take it."""
+        if self.paths:
+            return self.paths
+        if not self.unkept:
+            raise MyptError(f"{self.what} folder {named} is empty")
+        common = [e for e, _ in self.unkept.most_common() if e][:5]
+        held = ", ".join(
+            f"{e or 'no ending'} ({n} file{'s' if n > 1 else ''})" for e, n in self.unkept.most_common(5)
         )
-    return out
+        default = self.keep == DEFAULT_EXTENSIONS
+        kept = f"the {'default ' if default else ''}endings {' '.join(self.keep)}"
+        if common:
+            pattern = os.path.join(named, "**", f"*{common[0]}")
+            take = (
+                f"to read them, choose the endings with {flags.get().with_values('extensions', common[:1])} "
+                f"or name them with a quoted glob such as '{pattern}'"
+            )
+        else:
+            take = "name the files themselves to read them whatever their ending"
+        where = f"pattern {named!r} matches folders that hold" if is_glob(named) else f"folder {named} holds"
+        raise MyptError(f"{self.what} {where} no text files ({kept}): it holds {held}; {take}")
+
+
+def _walk(folder: Path, what: str, keep: tuple[str, ...], notes: list[str] | None) -> _Walk:
+    """The files under `folder` whose ending is in `keep`, recursively, sorted, hidden names
+    skipped. Symlinked folders are followed: only a link to one of its own ancestors is a loop (an
+    error); a folder reached twice through links is walked twice and its files are kept once by the
+    caller. Folders that cannot be read are skipped with a note."""
+    walk = _Walk(folder, what)
+    walk.keep = keep
+
+    def visit(d: Path, ancestors: dict[str, Path]) -> None:
+        try:
+            entries = sorted(os.scandir(d), key=lambda e: e.name)
+        except OSError as e:
+            if notes is not None:
+                notes.append(f"skipping the folder {d}: {e.strerror or e}")
+            return
+        for e in entries:
+            if e.name.startswith("."):
+                continue
+            p = d / e.name
+            try:
+                is_dir, is_file = e.is_dir(), e.is_file()  # both follow symlinks
+            except OSError:
+                continue
+            if is_dir:
+                real = os.path.realpath(p)
+                if real in ancestors:
+                    raise MyptError(
+                        f"{what} folder {folder}: symlink loop at {p} (a link back to {ancestors[real]})"
+                    )
+                visit(p, {**ancestors, real: p})
+            elif is_file:
+                if e.name.lower().endswith(keep):
+                    walk.paths.append(p)
+                else:
+                    walk.unkept[_ending(e.name)] += 1
+
+    visit(folder, {os.path.realpath(folder): folder})
+    walk.paths.sort(key=lambda p: p.relative_to(folder).parts)  # as a recursive listing shows them
+    return walk
 
 
 # -- digests ----------------------------------------------------------------------------------
@@ -349,13 +481,18 @@ def iter_jsonl_documents(path: Path, field: str) -> Iterator[str]:
                     continue
                 try:
                     record = json.loads(line)
-                except (json.JSONDecodeError, UnicodeDecodeError) as e:
+                except UnicodeDecodeError as e:
                     raise MyptError(
-                        f"{path} line {number} is not JSON ({e.__class__.__name__}: {e})"
+                        f"{path} line {number} is not valid JSON: not UTF-8 text (bad byte at column "
+                        f"{e.start + 1})"
+                    ) from None
+                except json.JSONDecodeError as e:
+                    raise MyptError(
+                        f"{path} line {number} is not valid JSON ({json_error_text(e, one_line=True)})"
                     ) from None
                 if not isinstance(record, dict) or not isinstance(record.get(field), str):
                     raise MyptError(
-                        f"{path} line {number} has no text field {field!r} (set --data.text_field to the "
+                        f"{path} line {number} has no text field {field!r} (set {flag('text_field')} to the "
                         "field that holds the text)"
                     )
                 if "\x00" in record[field]:
@@ -378,7 +515,7 @@ def iter_parquet_documents(path: Path, field: str) -> Iterator[str]:
     if field not in table.schema_arrow.names:
         raise MyptError(
             f"{path} has no column {field!r} (columns: {', '.join(table.schema_arrow.names)}); set "
-            "--data.text_field to the column that holds the text"
+            f"{flag('text_field')} to the column that holds the text"
         )
     for group in range(table.num_row_groups):
         for text in table.read_row_group(group, columns=[field]).column(0).to_pylist():

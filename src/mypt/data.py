@@ -13,14 +13,17 @@ The joined streams are views over the memory-mapped arrays, never copies.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import sys
 import urllib.request
+import uuid
 from pathlib import Path
 
 import lightning.pytorch as pl
 import numpy as np
 import torch
+import yaml
 from lightning.pytorch.utilities import rank_zero_only
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
@@ -31,8 +34,11 @@ from mypt.corpus import (
     absolute_spec,
     combined_digest,
     file_digest,
+    flag,
+    is_glob,
     is_validation_shard,
     iter_texts,
+    normalise_extensions,
     open_shard,
     resolve_inputs,
     strip_gutenberg,
@@ -48,6 +54,7 @@ from mypt.tokenizer import (
     tokenizer_from_dict,
 )
 
+SHARD_COUNT_TOKENS = 1 << 24  # ids counted at a time for a shard's text bytes (128 MB as int64)
 MAX_CHARACTERS_SHOWN = 5  # of the characters a saved vocabulary lacks, the most frequent are named
 DEFAULT_BPE_VOCAB_SIZE = 4096
 
@@ -161,6 +168,49 @@ class FixedWindows(Dataset):
         return _windows(self.tokens, starts, self.block_size)
 
 
+def _shard_text_bytes(tokens: np.ndarray, tokenizer: Tokenizer, digest: str, cache: Path) -> int:
+    """The UTF-8 bytes of the text a GPT-2 token shard holds (its ids decoded; <|endoftext|> counts
+    0), counted once per shard and remembered in the cache folder by the shard's sha256."""
+    memo = cache / "text_bytes" / f"{digest[:32]}.json"
+    try:
+        return int(json.loads(memo.read_text())["text_bytes"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    counts = np.zeros(len(tokenizer.token_byte_lengths()), dtype=np.int64)
+    for start in range(0, len(tokens), SHARD_COUNT_TOKENS):  # a chunk at a time: the shard stays mapped
+        chunk = np.asarray(tokens[start : start + SHARD_COUNT_TOKENS])
+        counts += np.bincount(chunk, minlength=len(counts))[: len(counts)]
+    n_bytes = int(counts @ np.asarray(tokenizer.token_byte_lengths(), dtype=np.int64))
+    try:
+        memo.parent.mkdir(parents=True, exist_ok=True)
+        tmp = memo.with_name(f".{memo.name}.{uuid.uuid4().hex[:8]}")
+        tmp.write_text(json.dumps({"text_bytes": n_bytes}))
+        os.replace(tmp, memo)
+    except OSError:
+        pass  # the memo only saves time
+    return n_bytes
+
+
+def url_for(input_file, url: str | None, config_files=None, saved: dict | None = None) -> str | None:
+    """The url to download `input_file` from, or None. A url is for the input_file configured beside
+    it (in the same --config file, or the resumed bundle's data record), not for one named instead:
+    `--config configs/dante_cpu.yaml --data.input_file notes.txt` never downloads Dante into notes.txt."""
+    if not url:
+        return url
+    owners = []
+    for config in config_files or []:
+        try:
+            content = config.get_content() if hasattr(config, "get_content") else Path(config).read_text()
+            data = (yaml.safe_load(content) or {}).get("data")
+        except (OSError, yaml.YAMLError, AttributeError):
+            continue  # jsonargparse has read it already; what it could not read is its error
+        if isinstance(data, dict) and data.get("url") == url:
+            owners.append(data.get("input_file"))
+    if saved and saved.get("url") == url:
+        owners += [saved.get("input_file"), saved.get("input_path")]
+    return None if owners and input_file not in owners else url
+
+
 class Inputs:
     """The corpus as loaded: each file's ids and digest, the tokenizer, and the train/val streams."""
 
@@ -173,8 +223,10 @@ class Inputs:
         tokenizer: Tokenizer,
         hit: bool,
         cache_dir: Path | None,
+        text_bytes: list[int],
     ) -> None:
         self.files, self.val_files, self.arrays, self.digests = files, val_files, arrays, digests
+        self.text_bytes = text_bytes  # per file: the UTF-8 bytes of its text (not its size on disk)
         self.tokenizer, self.hit, self.cache_dir = tokenizer, hit, cache_dir
         self.n_documents: int | None = None  # unknown for token shards
         self.train: np.ndarray | Joined = np.zeros(0, np.uint16)
@@ -190,10 +242,17 @@ class Inputs:
         return combined_digest(self.digests)
 
     def records(self) -> list[dict]:
-        """Per file: absolute path, bytes, sha256, and whether it validates (`val_files`)."""
+        """Per file: absolute path, bytes (of its text, UTF-8), file_bytes (on disk), sha256, and
+        whether it validates (`val_files`)."""
         out = []
-        for i, (f, digest) in enumerate(zip(self.files + self.val_files, self.digests, strict=True)):
-            entry = {"path": os.path.abspath(f.path), "bytes": f.size, "sha256": digest}
+        files = self.files + self.val_files
+        for i, (f, digest, n_bytes) in enumerate(zip(files, self.digests, self.text_bytes, strict=True)):
+            entry = {
+                "path": os.path.abspath(f.path),
+                "bytes": n_bytes,
+                "file_bytes": f.size,
+                "sha256": digest,
+            }
             if i >= len(self.files):
                 entry["val"] = True
             out.append(entry)
@@ -217,14 +276,15 @@ class TextDataModule(pl.LightningDataModule):
         vocab_size: int | None = None,
         val_files: str | list[str] | None = None,
         text_field: str = "text",
+        extensions: list[str] | str | None = None,
     ) -> None:
         """Your corpus, tokenised once and served as random windows.
 
         Args:
-            input_file: What to train on: a UTF-8 text file, a folder (walked recursively: .txt .md
-                .rst .tex .org ... files, JSONL, Parquet, .bin token shards; hidden names skipped), a
-                glob ('books/*.txt', quoted), or a list of these ([a.txt, notes/]). Each file (each
-                JSONL/Parquet record) is a document; documents are joined by the tokenizer's separator.
+            input_file: What to train on: a UTF-8 text file, a folder (walked recursively, keeping the
+                files whose ending is in ``extensions``; hidden names skipped), a glob ('books/*.txt',
+                quoted), or a list of these ([a.txt, notes/]). Each file (each JSONL/Parquet record) is
+                a document; documents are joined by the tokenizer's separator.
             tokenizer: ``char`` (vocabulary = the text's characters), ``gpt2`` (tiktoken's GPT-2 BPE;
                 token shards need it) or ``bpe`` (a byte-level BPE of ``vocab_size`` tokens learnt from
                 the training split).
@@ -233,7 +293,8 @@ class TextDataModule(pl.LightningDataModule):
             train_split: Fraction of each document's tokens, from its start, used for training; the rest
                 validates (one text file: today's positional 90/10 split).
             seed: Seed of the window sampler.
-            url: Where to download ``input_file`` from when it is missing.
+            url: Where to download ``input_file`` from when it is missing: the one file configured
+                beside it only (never a glob, a folder, a list, or an input_file given instead).
             sha256: Expected sha256 of the downloaded file.
             tokenizer_file: A saved tokenizer.json to use instead of building one (resume, fine-tune).
             cache_dir: Folder of the token cache (default ``$MYPT_CACHE_DIR`` or ``~/.cache/mypt/tokens``).
@@ -243,6 +304,9 @@ class TextDataModule(pl.LightningDataModule):
             val_files: A held-out validation set (same forms as input_file); then every input file
                 trains whole.
             text_field: The field of JSONL records (the column of Parquet files) that holds the text.
+            extensions: The file endings a folder walk keeps ('[.py, .md]'; a file or glob named
+                directly is read whatever its ending). Default: .txt .text .md .markdown .rst .tex
+                .org .adoc .asciidoc .jsonl .jsonl.gz .parquet .bin.
         """
         super().__init__()
         self.save_hyperparameters(ignore=["vocab_size"])  # the model logs its padded vocab_size
@@ -261,19 +325,22 @@ class TextDataModule(pl.LightningDataModule):
 
         self.val_files = val_files
         self.text_field = text_field
+        self.extensions = extensions
         self._inputs: Inputs | None = None
         self._train: RandomWindows | None = None
 
     # -- the corpus -------------------------------------------------------------------------
 
     def prepare_data(self) -> None:
-        """Download the text when it is missing and a URL is configured."""
+        """Download the text when it is missing and a URL is configured: to one file only. A glob,
+        a folder or a list is never a download's target (a glob that matches nothing is the
+        resolver's error naming the pattern, not a file named `notes/*.md`)."""
         if self.input_file is None or self.input_file == []:
-            raise MyptError("no input text: set --data.input_file (or give a config that does)")
+            raise MyptError(f"no input text: set {flag('input_file')} (or give a config that does)")
         if not isinstance(self.input_file, str) or not self.url:
             return
         path = Path(self.input_file)
-        if path.exists():
+        if is_glob(self.input_file) or self.input_file.endswith(("/", os.sep)) or os.path.lexists(path):
             return
         print(f"mypt: downloading {self.url} -> {path}")
         try:
@@ -292,9 +359,11 @@ class TextDataModule(pl.LightningDataModule):
             self._check_settings()
             self.prepare_data()
             notes: list[str] = []
-            files = resolve_inputs(self.input_file, notes)
+            files = resolve_inputs(self.input_file, notes, extensions=self.extensions)
             val_files = (
-                resolve_inputs(self.val_files, notes, what="validation file") if self.val_files else []
+                resolve_inputs(self.val_files, notes, what="validation file", extensions=self.extensions)
+                if self.val_files
+                else []
             )
             named = {os.path.realpath(f.path): f.path for f in files}
             for f in val_files:
@@ -329,7 +398,10 @@ class TextDataModule(pl.LightningDataModule):
             raise self._outside_the_vocabulary(saved, files + val_files) from None
         arrays = [f.tokens for f in corpus.files]
         digests = [f.sha256 for f in corpus.files]
-        inputs = Inputs(files, val_files, arrays, digests, corpus.tokenizer, corpus.hit, corpus.cache_dir)
+        text_bytes = [f.n_bytes for f in corpus.files]
+        inputs = Inputs(
+            files, val_files, arrays, digests, corpus.tokenizer, corpus.hit, corpus.cache_dir, text_bytes
+        )
         inputs.n_documents = sum(f.n_documents for f in corpus.files)
         return inputs
 
@@ -346,12 +418,13 @@ class TextDataModule(pl.LightningDataModule):
         arrays = [open_shard(f.path) for f in all_files]
         if self.tokenizer_kind != "gpt2":
             raise MyptError(
-                f"{files[0].path} is a token shard of GPT-2 ids: train it with --data.tokenizer gpt2"
+                f"{files[0].path} is a token shard of GPT-2 ids: read it with {flag('tokenizer')} gpt2"
             )
         tokenizer = self._saved_tokenizer() or GPT2Tokenizer()
         cache = Path(self.cache_dir) if self.cache_dir else default_cache_dir()
         digests = [file_digest(f.path, cache) for f in all_files]
-        return Inputs(files, val_files, arrays, digests, tokenizer, True, None)
+        text_bytes = [_shard_text_bytes(a, tokenizer, d, cache) for a, d in zip(arrays, digests, strict=True)]
+        return Inputs(files, val_files, arrays, digests, tokenizer, True, None, text_bytes)
 
     def _split(self, inputs: Inputs) -> None:
         eot = inputs.tokenizer.eot_id if inputs.files[0].kind != "shard" else None  # shards carry their own
@@ -386,7 +459,7 @@ class TextDataModule(pl.LightningDataModule):
             f"{self.input_file} has {len(counts)} character{'s' if len(counts) != 1 else ''} that the char "
             f"vocabulary of {parent} lacks: {shown}{f' and {more} more' if more > 0 else ''}. A char "
             "vocabulary cannot grow: train a new model on this text (another --model_name, without "
-            "--ckpt_path or --model.init_from), or use a byte-level tokenizer (--data.tokenizer gpt2)"
+            f"--ckpt_path or --model.init_from), or use a byte-level tokenizer ({flag('tokenizer')} gpt2)"
         )
 
     def _check_settings(self) -> None:
@@ -402,10 +475,11 @@ class TextDataModule(pl.LightningDataModule):
         if self.bpe_vocab_size is not None:
             if self.tokenizer_kind != "bpe":
                 raise MyptError(
-                    f"--data.vocab_size sets the size of a bpe tokenizer; the {self.tokenizer_kind} "
-                    "tokenizer's vocabulary is fixed (use --data.tokenizer bpe to learn one)"
+                    f"{flag('vocab_size')} sets the size of a bpe tokenizer; the {self.tokenizer_kind} "
+                    f"tokenizer's vocabulary is fixed (use {flag('tokenizer')} bpe to learn one)"
                 )
             check_vocab_size(self.bpe_vocab_size)
+        normalise_extensions(self.extensions)  # a bad ending is said before any file is read
 
     def _train_bpe(self, files: list[InputFile], whole: bool) -> Tokenizer:
         """A BPE learnt from the training split: the first train_split of each document's bytes (the
@@ -441,7 +515,7 @@ class TextDataModule(pl.LightningDataModule):
         n_tokens = getattr(tokenizer, "n_tokens", None)
         if self.bpe_vocab_size is not None and self.bpe_vocab_size != n_tokens:
             raise MyptError(
-                f"--data.vocab_size {self.bpe_vocab_size} conflicts with the saved tokenizer ({n_tokens} "
+                f"{flag('vocab_size')} {self.bpe_vocab_size} conflicts with the saved tokenizer ({n_tokens} "
                 f"tokens in {self.tokenizer_file}): a trained model's tokenizer cannot change; to learn "
                 "another, train a new model (--model_name NEW_NAME)"
             )
@@ -480,8 +554,10 @@ class TextDataModule(pl.LightningDataModule):
             "n_tokens": len(inputs.train) + len(inputs.val),
             "val_files": self.val_files,
             "text_field": self.text_field,
+            "extensions": self.extensions,
             "n_files": len(records),
-            "total_bytes": sum(r["bytes"] for r in records),
+            "total_bytes": sum(r["bytes"] for r in records),  # of text, UTF-8: what bits per byte count
+            "total_file_bytes": sum(r["file_bytes"] for r in records),
             "n_train_tokens": len(inputs.train),
             "n_val_tokens": len(inputs.val),
             "files": records,

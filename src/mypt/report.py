@@ -103,7 +103,9 @@ def best_lines(info: dict) -> list[str]:
 
 def format_corpus(data: dict, n_documents: int | None, tokenizer, cache_dir, hit: bool) -> str:
     """What `mypt data` prints: the corpus as training will see it."""
-    n_tokens, n_bytes = data["n_tokens"], data["total_bytes"]
+    n_tokens, n_bytes = data["n_tokens"], data["total_bytes"]  # the text's UTF-8 bytes
+    n_files, on_disk = data["n_files"], data.get("total_file_bytes", n_bytes)
+    disk = f"; {human_bytes(on_disk)} on disk" if on_disk != n_bytes else ""
     n_val_files = sum(1 for f in data["files"] if f.get("val"))
     separator = "none" if tokenizer.eot_id is None else f"{tokenizer.eot_text!r} (id {tokenizer.eot_id})"
     split = (
@@ -112,7 +114,8 @@ def format_corpus(data: dict, n_documents: int | None, tokenizer, cache_dir, hit
         else f"first {data['train_split']:.0%} of each document trains"
     )
     lines = [
-        f"inputs       {data['n_files']} files, {human_bytes(n_bytes)} ({n_bytes:,} bytes)",
+        f"inputs       {n_files} file{'s' if n_files != 1 else ''}, {human_bytes(n_bytes)} "
+        f"({n_bytes:,} bytes of text{disk})",
         f"documents    {n_documents:,}" if n_documents is not None else "documents    token shards",
         f"tokens       {n_tokens:,} ({n_tokens / max(n_bytes, 1):.3f} tokens/byte)",
         f"train / val  {data['n_train_tokens']:,} / {data['n_val_tokens']:,} tokens ({split})",

@@ -74,6 +74,7 @@ class TokenCache:
         hit: bool,
         file: InputFile,
         n_documents: int = 1,
+        n_bytes: int | None = None,
     ) -> None:
         self.tokens = tokens
         self.tokenizer = tokenizer
@@ -82,6 +83,9 @@ class TokenCache:
         self.hit = hit  # True when this load reused an earlier tokenisation
         self.file = file
         self.n_documents = n_documents  # a text file is one; a JSONL/Parquet file, its records
+        # the UTF-8 bytes of its text: a text file's size; a JSONL/Parquet file's records, counted as
+        # they are read (its size on disk, compressed or with JSON's keys and escapes, is not its text)
+        self.n_bytes = file.size if n_bytes is None else n_bytes
 
 
 class CorpusTokens:
@@ -106,7 +110,8 @@ class CorpusTokens:
 
     @property
     def n_bytes(self) -> int:
-        return sum(f.file.size for f in self.files)
+        """The UTF-8 bytes of the corpus's text."""
+        return sum(f.n_bytes for f in self.files)
 
 
 def load_tokens(
@@ -169,12 +174,14 @@ def load_corpus(
             for i in todo:
                 if files[i].kind != "text":
                     key = _key(files[i], digests[i], ident, text_field)
-                    count = [0]
+                    count = [0, 0]
                     tokens, out = _write_entry(
                         cache, key, files[i], digests[i], tokenizer,
                         _encoded_records(files[i], tokenizer, text_field, progress, count), count,
                     )  # fmt: skip
-                    entries[i] = TokenCache(tokens, tokenizer, digests[i], out, False, files[i], count[0])
+                    entries[i] = TokenCache(
+                        tokens, tokenizer, digests[i], out, False, files[i], count[0], count[1]
+                    )
     return CorpusTokens([e for e in entries if e is not None], tokenizer, cache)
 
 
@@ -193,14 +200,17 @@ def _cached(file: InputFile, digest: str, cache: Path, key: str, tokenizer: Toke
     try:
         meta = json.loads(meta_file.read_text())
         n = meta["n_tokens"]
+        n_bytes = meta["text_bytes"] if file.kind in ("jsonl", "parquet") else file.size
         tokens = (
             np.memmap(bin_file, dtype=meta["dtype"], mode="r", shape=(n,))
             if n
             else np.zeros(0, meta["dtype"])
         )
-        return TokenCache(tokens, tokenizer, digest, bin_file, True, file, meta.get("n_documents", 1))
+        return TokenCache(
+            tokens, tokenizer, digest, bin_file, True, file, meta.get("n_documents", 1), n_bytes
+        )
     except (OSError, ValueError, KeyError, TypeError, json.JSONDecodeError):
-        return None  # a damaged cache entry is rebuilt
+        return None  # a damaged cache entry is rebuilt (and one that predates `text_bytes`)
 
 
 def _dtype(tokenizer: Tokenizer) -> type:
@@ -216,7 +226,8 @@ def _write_entry(
     pieces: Iterator[np.ndarray],
     n_documents: list[int] | None = None,
 ) -> tuple[np.ndarray, Path]:
-    """Write the ids from `pieces` as the cache entry `key`, atomically; returns the mapped array."""
+    """Write the ids from `pieces` as the cache entry `key`, atomically; returns the mapped array.
+    `n_documents`: [records, their text's UTF-8 bytes], filled in as `pieces` is read."""
     dtype = _dtype(tokenizer)
     meta_file, bin_file = cache / f"{key}.json", cache / f"{key}.bin"
     tmp = cache / f".{key}.{uuid.uuid4().hex[:8]}.tmp"
@@ -235,6 +246,7 @@ def _write_entry(
             "dtype": np.dtype(dtype).name,
             "n_tokens": n_tokens,
             "n_documents": n_documents[0] if n_documents else 1,
+            "text_bytes": n_documents[1] if n_documents else file.size,
             "tokenizer": tokenizer.kind,  # its whole definition is in the key (a BPE is MBs)
         }
         meta_tmp = cache / f".{key}.{uuid.uuid4().hex[:8]}.json.tmp"
@@ -405,15 +417,17 @@ def _encoded_records(
     file: InputFile, tokenizer: Tokenizer, field: str, progress: _Progress, count: list[int]
 ) -> Iterator[np.ndarray]:
     """The records' ids joined by the separator (directly, for a vocabulary without one); `count`
-    ends up holding the number of records."""
+    ends up holding the number of records and the UTF-8 bytes of their text."""
     sep = np.asarray([tokenizer.eot_id] if tokenizer.eot_id is not None else [], dtype=np.int64)
     first = True
     batch: list[str] = []
     size = 0
     for doc in iter_documents(file, field):
         batch.append(doc)
+        n_bytes = len(doc.encode("utf-8"))
         count[0] += 1
-        size += len(doc)
+        count[1] += n_bytes
+        size += n_bytes
         if size >= RECORD_BATCH_BYTES:
             yield from _encode_records(batch, tokenizer, sep, first)
             first, batch, size = False, [], 0

@@ -29,7 +29,7 @@ from mypt import bundle, corpus, fsdp, precision
 from mypt.checkpointing import BundleCheckpoint
 from mypt.config import ARCHITECTURE_KEYS, DATA_ARCHITECTURE_KEYS
 from mypt.dashboard import StepTensorBoardLogger, TrainingDashboard, progress_callback, start_header
-from mypt.data import TextDataModule
+from mypt.data import TextDataModule, url_for
 from mypt.errors import MyptError
 from mypt.guards import RunGuard, check_strategy
 from mypt.hf import resolve_init_from
@@ -211,6 +211,9 @@ class MyptCLI(LightningCLI):
                 f"{VOCAB_SIZE_FLAG} {self.vocab_size_given}: the vocabulary size is not a setting but the "
                 "tokenizer's (--data.tokenizer), linked from the data"
             )
+        # the url downloads the config's (or the bundle's) own input_file, never one named instead
+        data = cfg.data
+        data.url = url_for(data.input_file, data.url, cfg.get("config"), self.saved_state.get("data"))
         check_last_step(cfg.trainer.max_steps)
         patience, min_delta = cfg.early_stopping.patience, cfg.early_stopping.min_delta
         if patience is not None and patience < 0:
@@ -288,7 +291,7 @@ class MyptCLI(LightningCLI):
             automatic = [name for name in automatic if name == "compile"]
         skip = {"trainer.precision" if name == "precision" else f"model.{name}" for name in automatic}
         defaults.update({k: v for k, v in saved.items() if not k.startswith("data.") and k not in skip})
-        for key in ("input_file", "train_split", "seed", "url", "val_files", "text_field"):
+        for key in ("input_file", "train_split", "seed", "url", "val_files", "text_field", "extensions"):
             if f"data.{key}" in saved:
                 defaults[f"data.{key}"] = saved[f"data.{key}"]
         data = self.saved_state.get("data", {})
@@ -562,7 +565,7 @@ def _flat_settings(cfg) -> dict[str, Any]:
     values.update(
         {
             f"data.{k}": cfg.data.get(k)
-            for k in ("input_file", "train_split", "seed", "val_files", "text_field")
+            for k in ("input_file", "train_split", "seed", "val_files", "text_field", "extensions")
         }
     )
     return values
