@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 from mypt.errors import MyptError, json_error_text
 
@@ -124,6 +125,26 @@ def spec_exists(spec: str | list | None) -> bool:
     return bool(entries) and all(
         os.path.exists(e) or (is_glob(e) and glob.glob(e, recursive=True)) for e in entries
     )
+
+
+def url_for(input_file, url: str | None, config_files=None, saved: dict | None = None) -> str | None:
+    """The url to download `input_file` from, or None. A url is for the input_file configured beside
+    it (in the same --config file, or the resumed bundle's data record), not for one named instead:
+    `--config configs/dante_cpu.yaml --data.input_file notes.txt` never downloads Dante into notes.txt."""
+    if not url:
+        return url
+    owners = []
+    for config in config_files or []:
+        try:
+            content = config.get_content() if hasattr(config, "get_content") else Path(config).read_text()
+            data = (yaml.safe_load(content) or {}).get("data")
+        except (OSError, yaml.YAMLError, AttributeError):
+            continue  # jsonargparse has read it already; what it could not read is its error
+        if isinstance(data, dict) and data.get("url") == url:
+            owners.append(data.get("input_file"))
+    if saved and saved.get("url") == url:
+        owners += [saved.get("input_file"), saved.get("input_path")]
+    return None if owners and input_file not in owners else url
 
 
 def is_glob(entry: str) -> bool:

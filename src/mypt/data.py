@@ -23,7 +23,6 @@ from pathlib import Path
 import lightning.pytorch as pl
 import numpy as np
 import torch
-import yaml
 from lightning.pytorch.utilities import rank_zero_only
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
@@ -189,26 +188,6 @@ def _shard_text_bytes(tokens: np.ndarray, tokenizer: Tokenizer, digest: str, cac
     except OSError:
         pass  # the memo only saves time
     return n_bytes
-
-
-def url_for(input_file, url: str | None, config_files=None, saved: dict | None = None) -> str | None:
-    """The url to download `input_file` from, or None. A url is for the input_file configured beside
-    it (in the same --config file, or the resumed bundle's data record), not for one named instead:
-    `--config configs/dante_cpu.yaml --data.input_file notes.txt` never downloads Dante into notes.txt."""
-    if not url:
-        return url
-    owners = []
-    for config in config_files or []:
-        try:
-            content = config.get_content() if hasattr(config, "get_content") else Path(config).read_text()
-            data = (yaml.safe_load(content) or {}).get("data")
-        except (OSError, yaml.YAMLError, AttributeError):
-            continue  # jsonargparse has read it already; what it could not read is its error
-        if isinstance(data, dict) and data.get("url") == url:
-            owners.append(data.get("input_file"))
-    if saved and saved.get("url") == url:
-        owners += [saved.get("input_file"), saved.get("input_path")]
-    return None if owners and input_file not in owners else url
 
 
 class Inputs:

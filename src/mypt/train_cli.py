@@ -29,7 +29,7 @@ from mypt import bundle, corpus, fsdp, precision
 from mypt.checkpointing import BundleCheckpoint
 from mypt.config import ARCHITECTURE_KEYS, DATA_ARCHITECTURE_KEYS
 from mypt.dashboard import StepTensorBoardLogger, TrainingDashboard, progress_callback, start_header
-from mypt.data import TextDataModule, url_for
+from mypt.data import TextDataModule
 from mypt.errors import MyptError
 from mypt.guards import RunGuard, check_strategy
 from mypt.hf import resolve_init_from
@@ -213,7 +213,7 @@ class MyptCLI(LightningCLI):
             )
         # the url downloads the config's (or the bundle's) own input_file, never one named instead
         data = cfg.data
-        data.url = url_for(data.input_file, data.url, cfg.get("config"), self.saved_state.get("data"))
+        data.url = corpus.url_for(data.input_file, data.url, cfg.get("config"), self.saved_state.get("data"))
         check_last_step(cfg.trainer.max_steps)
         patience, min_delta = cfg.early_stopping.patience, cfg.early_stopping.min_delta
         if patience is not None and patience < 0:
