@@ -409,6 +409,8 @@ def test_mypt_data_errors_name_its_own_flags(mypt, tmp_path):
         (("a.txt", "--vocab_size", "300"), "--tokenizer bpe"),
         (("b.jsonl",), "--text_field"),
         (("shards",), "--tokenizer gpt2"),
+        (("a.txt", "--tokenizer", "bpe", "--vocab_size", "100"), "--vocab_size 100 is out of range"),
+        (("a.txt", "--tokenizer", "bpe", "--vocab_size", "20000"), "choose --vocab_size"),
     ):
         r = mypt("data", *args)
         assert r.code == 2 and flag in r.err and "--data." not in r.err, (args, r)

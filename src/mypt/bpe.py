@@ -21,6 +21,7 @@ from collections.abc import Iterable, Iterator
 import tokenizers
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
+from mypt.corpus import flag
 from mypt.errors import MyptError
 from mypt.tokenizer import BYTE_ALPHABET, EOT_TEXT, BPETokenizer
 
@@ -34,10 +35,10 @@ PROGRESS_BYTES = 16 << 20  # training texts above this size show `tokenizers`' p
 
 def check_vocab_size(vocab_size: int) -> None:
     if isinstance(vocab_size, bool) or not isinstance(vocab_size, int):
-        raise MyptError(f"data.vocab_size must be an integer, got {vocab_size!r}")
+        raise MyptError(f"{flag('vocab_size')} must be an integer, got {vocab_size!r}")
     if not MIN_VOCAB_SIZE <= vocab_size <= MAX_VOCAB_SIZE:
         raise MyptError(
-            f"data.vocab_size {vocab_size} is out of range for a byte-level BPE: it needs at least "
+            f"{flag('vocab_size')} {vocab_size} is out of range for a byte-level BPE: it needs at least "
             f"{MIN_VOCAB_SIZE} (256 bytes, {EOT_TEXT}, one merge) and at most {MAX_VOCAB_SIZE}"
         )
 
@@ -97,11 +98,11 @@ def train_bpe(texts: Iterable[str], vocab_size: int, text_bytes: int | None = No
         merges = learnt - MIN_VOCAB_SIZE + 1
         if merges <= 0:
             raise MyptError(
-                "the training text is too small to learn any BPE merge: use more text or --data.tokenizer char"
+                f"the training text is too small to learn any BPE merge: use more text or {flag('tokenizer')} char"
             )
         raise MyptError(
-            f"data.vocab_size {vocab_size} is more than this text supports: it runs out of pairs to merge after {merges} "
-            f"merges, so at most {learnt} tokens; choose --data.vocab_size {learnt} or less"
+            f"{flag('vocab_size')} {vocab_size} is more than this text supports: it runs out of pairs to merge "
+            f"after {merges} merges, so at most {learnt} tokens; choose {flag('vocab_size')} {learnt} or less"
         )
     hf_json = json.loads(tokenizer.to_str())
     n_probe = sum(len(text.encode("utf-8")) for text in probe)
