@@ -1,4 +1,6 @@
-"""The Hugging Face bridge through `mypt export` and `mypt fit --model.init_from`: equal logits both ways."""
+"""The Hugging Face bridge through `mypt export` and `mypt fit --model.init_from`: equal logits both ways,
+for nanoGPT's architecture (GPT2LMHeadModel) and the default one (Qwen3ForCausalLM; LlamaForCausalLM
+without QK-norm)."""
 
 from __future__ import annotations
 
@@ -13,15 +15,23 @@ import torch
 from conftest import TINY
 
 from mypt import bundle, load_model
+from mypt.config import NANOGPT
 from mypt.tokenizer import GPT2_PADDED_VOCAB_SIZE, GPT2_VOCAB_SIZE
 
 transformers = pytest.importorskip("transformers")
 pytest.importorskip("safetensors")
 
+DATA = Path(__file__).parent / "data"
+# nanoGPT's architecture, which exports to GPT2LMHeadModel
+NANOGPT_ARGS = [
+    a for k, v in NANOGPT.items() for a in (f"--model.{k}", str(v).lower() if isinstance(v, bool) else str(v))
+]
+VERSE = "Nel mezzo\ndel cammin\ndi nostra vita\n"
+
 
 def _logits_both(bundle_path: str | Path, hf_dir: Path, ids: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
     model, _, _ = load_model(bundle_path)
-    hf_model = transformers.GPT2LMHeadModel.from_pretrained(hf_dir)
+    hf_model = transformers.AutoModelForCausalLM.from_pretrained(hf_dir)
     hf_model.eval()
     idx = torch.tensor([ids])
     with torch.no_grad():
@@ -61,6 +71,22 @@ def _small_gpt2(path: Path, activation: str = "gelu") -> transformers.GPT2LMHead
     return model
 
 
+def _small_qwen3(path: Path, **config) -> transformers.Qwen3ForCausalLM:
+    """A Qwen3 of GPT-2's vocabulary that transformers builds and saves locally (no download)."""
+    torch.manual_seed(0)
+    settings = dict(
+        vocab_size=GPT2_VOCAB_SIZE, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=2, num_key_value_heads=2, head_dim=16, max_position_embeddings=64,
+    )  # fmt: skip
+    model = transformers.Qwen3ForCausalLM(transformers.Qwen3Config(**{**settings, **config}))
+    with torch.no_grad():  # norm weights away from 1, so the mapping of each one matters
+        for name, param in model.named_parameters():
+            if name.endswith("norm.weight"):
+                param.add_(torch.randn_like(param) * 0.1)
+    model.save_pretrained(path)
+    return model
+
+
 def mode(path: Path) -> int:
     return path.stat().st_mode & 0o777
 
@@ -70,9 +96,8 @@ os.umask(UMASK)
 
 
 def test_export_char_bundle_gives_equal_logits_and_imports_back(mypt, text_file):
-    r = mypt(
-        "fit", *TINY, "--data.input_file", text_file, "--model_name", "tiny", "--trainer.max_steps", "10"
-    )
+    r = mypt("fit", *TINY, *NANOGPT_ARGS, "--data.input_file", text_file, "--model_name", "tiny",
+             "--trainer.max_steps", "10")  # fmt: skip
     assert r.code == 0, r
     r = mypt("export", "checkpoints/tiny", "--format", "hf", "out")
     assert r.code == 0, r
@@ -118,15 +143,44 @@ def test_export_char_bundle_gives_equal_logits_and_imports_back(mypt, text_file)
     assert mode(Path("out/model.safetensors")) == mode(Path("out/config.json")) == 0o666 & ~UMASK
 
 
-def test_char_export_keeps_newlines_in_pipeline_output(mypt):
-    """A char model's pipeline output keeps every newline, of the prompt and of the continuation:
-    the exported tokenizer has no special token that is a character of the text."""
-    Path("verse.txt").write_text("Nel mezzo\ndel cammin\ndi nostra vita\n" * 1500, encoding="utf-8")
+def test_old_bundle_exports_to_gpt2_with_the_logits_of_before(mypt):
+    """A bundle whose config.json predates the architecture options is nanoGPT's: GPT2LMHeadModel,
+    with the logits the model code of before computed (tests/data/nanogpt_bundle_reference.pt)."""
+    shutil.copytree(DATA / "nanogpt_bundle", "checkpoints/old")
+    r = mypt("export", "old", "out")
+    assert r.code == 0, r
+    assert "GPT2LMHeadModel" in r.out
+    hf_config = json.loads(Path("out/config.json").read_text())
+    assert hf_config["architectures"] == ["GPT2LMHeadModel"] and hf_config["tie_word_embeddings"] is True
+    reference = torch.load(DATA / "nanogpt_bundle_reference.pt", weights_only=True)
+    hf_model = transformers.GPT2LMHeadModel.from_pretrained("out").eval()
+    with torch.no_grad():
+        theirs = hf_model(reference["idx"]).logits
+    torch.testing.assert_close(theirs, reference["logits"], atol=1e-5, rtol=0)
+
+
+def test_default_architecture_exports_to_qwen3_with_pipeline_and_back(mypt):
+    """The default architecture is Qwen3ForCausalLM's: equal logits, pipeline output equal to `mypt
+    generate` across lines (every newline kept: no text character is a special token of the char
+    tokenizer), and an exact way back through --model.init_from."""
+    Path("verse.txt").write_text(VERSE * 1500, encoding="utf-8")
     # a text this regular teaches a tiny model in 40 steps to continue across lines
     r = mypt("fit", *TINY, "--data.input_file", "verse.txt", "--model_name", "verse", "--trainer.max_steps", "40",
-             "--model.block_size", "64", "--model.learning_rate", "1e-2")  # fmt: skip
+             "--model.block_size", "64")  # fmt: skip
     assert r.code == 0, r
-    assert mypt("export", "verse", "out").code == 0
+    r = mypt("export", "verse", "out")
+    assert r.code == 0, r
+    assert "Qwen3ForCausalLM" in r.out
+    hf_config = json.loads(Path("out/config.json").read_text())
+    assert hf_config["architectures"] == ["Qwen3ForCausalLM"] and hf_config["num_key_value_heads"] == 2
+    assert (hf_config["head_dim"], hf_config["intermediate_size"], hf_config["rms_norm_eps"]) == (
+        16,
+        96,
+        1e-6,
+    )
+    model, tokenizer, config = load_model("verse")
+    ours, theirs = _logits_both("verse", Path("out"), tokenizer.encode(VERSE * 2)[:64])
+    assert (ours - theirs).abs().max() <= 1e-4
     hf_tokenizer = transformers.AutoTokenizer.from_pretrained("out")
     text = "Nel mezzo\ndel cammin"
     assert hf_tokenizer.decode(hf_tokenizer(text)["input_ids"], skip_special_tokens=True) == text
@@ -135,9 +189,85 @@ def test_char_export_keeps_newlines_in_pipeline_output(mypt):
     # an empty prompt starts from a newline in both, as the config's bos_token_id says
     assert _pipeline_equals_generate(mypt, "verse", Path("out"), "", 20).count("\n") >= 2
 
+    r = mypt("fit", *TINY, "--data.input_file", "verse.txt", "--model.init_from", "out", "--model_name", "again",
+             "--model.block_size", "64", "--trainer.max_steps", "1")  # fmt: skip
+    assert r.code == 0, r
+    back = bundle.load_config(Path("checkpoints/out-hf"))
+    assert {k: back[k] for k in config if k != "batch_size"} == {
+        k: config[k] for k in config if k != "batch_size"
+    }
+    original = bundle.load_model_state(Path("checkpoints/verse"))
+    converted = bundle.load_model_state(Path("checkpoints/out-hf"))
+    assert original.keys() == converted.keys() and all(
+        torch.equal(original[k], converted[k]) for k in original
+    )
+
+
+def test_bpe_default_architecture_keeps_its_padding_rows_both_ways(mypt, text_file):
+    """RMSNorm has no bias, so no padding row can have a constant low logit: the export keeps mypt's
+    trained padding rows (vocab_size 320 for 300 tokens, as Qwen3's own checkpoints pad), and the
+    import gets every row back exactly."""
+    r = mypt("fit", *TINY, "--data.input_file", text_file, "--data.tokenizer", "bpe", "--data.vocab_size", "300",
+             "--model_name", "own", "--trainer.max_steps", "10")  # fmt: skip
+    assert r.code == 0, r
+    assert mypt("export", "own", "out").code == 0
+    hf_config = json.loads(Path("out/config.json").read_text())
+    assert hf_config["vocab_size"] == 320 and hf_config["bos_token_id"] == hf_config["eos_token_id"] == 0
+    _, tokenizer, _ = load_model("own")
+    assert len(transformers.AutoTokenizer.from_pretrained("out")) == 300
+    ours, theirs = _logits_both(
+        "own", Path("out"), tokenizer.encode("Nel mezzo del cammin di nostra vita")[:16]
+    )
+    assert ours.shape == theirs.shape and (ours - theirs).abs().max() <= 1e-4
+    _pipeline_equals_generate(mypt, "own", Path("out"), "Nel mezzo", 8)
+    r = mypt("fit", *TINY, "--data.input_file", text_file, "--model.init_from", "out", "--model_name", "again",
+             "--trainer.max_steps", "1")  # fmt: skip
+    assert r.code == 0, r
+    original = bundle.load_model_state(Path("checkpoints/own"))
+    converted = bundle.load_model_state(Path("checkpoints/out-hf"))
+    assert all(torch.equal(original[k], converted[k]) for k in original)
+
+
+def test_without_qk_norm_a_tied_model_exports_to_llama_and_back(mypt, text_file):
+    r = mypt("fit", *TINY, "--data.input_file", text_file, "--model.qk_norm", "false", "--model.tie_embeddings",
+             "true", "--model.rope_base", "500", "--model_name", "flat", "--trainer.max_steps", "3")  # fmt: skip
+    assert r.code == 0, r
+    assert mypt("export", "flat", "out").code == 0
+    hf_config = json.loads(Path("out/config.json").read_text())
+    assert hf_config["architectures"] == ["LlamaForCausalLM"] and hf_config["tie_word_embeddings"] is True
+    _, tokenizer, _ = load_model("flat")
+    ours, theirs = _logits_both("flat", Path("out"), tokenizer.encode("Nel mezzo del cam")[:16])
+    assert (ours - theirs).abs().max() <= 1e-4
+    r = mypt("fit", *TINY, "--data.input_file", text_file, "--model.init_from", "out", "--model_name", "again",
+             "--trainer.max_steps", "1")  # fmt: skip
+    assert r.code == 0, r
+    config = bundle.load_config(Path("checkpoints/out-hf"))
+    assert (config["qk_norm"], config["tie_embeddings"], config["rope_base"]) == (False, True, 500.0)
+    original = bundle.load_model_state(Path("checkpoints/flat"))
+    converted = bundle.load_model_state(Path("checkpoints/out-hf"))
+    assert all(torch.equal(original[k], converted[k]) for k in original)
+
+
+@pytest.mark.parametrize(
+    "options, change",
+    [
+        (["--model.mlp", "relu2"], "--model.mlp swiglu"),
+        (["--model.pos_emb", "learned"], "--model.pos_emb rope"),
+        (["--model.logit_softcap", "15"], "--model.logit_softcap 0"),
+    ],
+)
+def test_an_architecture_no_class_computes_is_refused_in_one_line(mypt, text_file, options, change):
+    r = mypt("fit", *TINY, *options, "--data.input_file", text_file, "--model_name", "odd", "--trainer.max_steps", "1",
+             "--trainer.val_check_interval", "1", "--trainer.limit_val_batches", "1")  # fmt: skip
+    assert r.code == 0, r
+    r = mypt("export", "odd", "out")
+    assert r.code == 2 and r.err.count("\n") == 1 and r.err.startswith("mypt: error:"), r
+    assert change in r.err and "Traceback" not in r.err
+    assert not Path("out").exists()
+
 
 def test_export_gpt2_bundle_keeps_the_real_vocabulary_and_tokenizer(mypt, text_file):
-    r = mypt("fit", *TINY, "--data.input_file", text_file, "--data.tokenizer", "gpt2", "--model.bias", "true",
+    r = mypt("fit", *TINY, *NANOGPT_ARGS, "--data.input_file", text_file, "--data.tokenizer", "gpt2", "--model.bias", "true",
              "--model_name", "gpt2", "--trainer.max_steps", "2")  # fmt: skip
     assert r.code == 0, r
     r = mypt("export", "gpt2", "out")
@@ -154,8 +284,8 @@ def test_export_gpt2_bundle_keeps_the_real_vocabulary_and_tokenizer(mypt, text_f
 
 
 def test_export_bpe_bundle_tokenizer_pipeline_and_back(mypt, text_file):
-    r = mypt("fit", *TINY, "--data.input_file", text_file, "--data.tokenizer", "bpe", "--data.vocab_size", "300",
-             "--model.bias", "true", "--model_name", "own", "--trainer.max_steps", "10")  # fmt: skip
+    r = mypt("fit", *TINY, *NANOGPT_ARGS, "--data.input_file", text_file, "--data.tokenizer", "bpe",
+             "--data.vocab_size", "300", "--model.bias", "true", "--model_name", "own", "--trainer.max_steps", "10")  # fmt: skip
     assert r.code == 0, r
     r = mypt("export", "own", "out")
     assert r.code == 0, r
@@ -213,6 +343,76 @@ def test_fine_tune_from_a_local_gpt2_folder(mypt, text_file):
     assert bundle.load_training_state(parent)["imported_from"] == "small-gpt2"
     listing = mypt("list").out
     assert "hf:small-gpt2" in listing and f"{parent}@0" in listing
+
+
+def test_fine_tune_from_a_local_qwen3_folder_pads_its_vocabulary(mypt, text_file):
+    """A Qwen3 of GPT-2's 50257 tokens gets mypt's 47 padding rows, each the mean of the output rows:
+    its logit is the tokens' mean logit, so it never outranks the likeliest token and holds less
+    probability than an average token."""
+    hf_model = _small_qwen3(Path("small-qwen3"), rope_parameters={"rope_type": "default", "rope_theta": 2e4})
+    r = mypt("fit", "--model.init_from", "small-qwen3", "--model_name", "ft", "--data.input_file", text_file,
+             "--data.tokenizer", "gpt2", "--data.batch_size", "1", "--trainer.max_steps", "1", "--trainer.limit_val_batches", "1",
+             "--trainer.enable_progress_bar", "false")  # fmt: skip
+    assert r.code == 0, r
+    parent = Path("checkpoints/small-qwen3-hf")
+    config = bundle.load_config(parent)
+    assert config["vocab_size"] == GPT2_PADDED_VOCAB_SIZE and config["block_size"] == 64
+    assert (config["qk_norm"], config["mlp_hidden"], config["rope_base"]) == (True, 64, 2e4)
+    model, tokenizer, _ = load_model(parent)
+    idx = torch.tensor([tokenizer.encode("Nel mezzo del cammin di nostra vita")])
+    with torch.no_grad():
+        ours, _ = model(idx, idx)
+        theirs = hf_model.eval()(idx).logits
+    assert (ours[..., :GPT2_VOCAB_SIZE] - theirs).abs().max() <= 1e-4
+    padding = ours[..., GPT2_VOCAB_SIZE:]
+    torch.testing.assert_close(padding, theirs.mean(-1, keepdim=True).expand_as(padding), atol=1e-4, rtol=0)
+    assert (ours.argmax(-1) == theirs.argmax(-1)).all()
+    probs = ours.softmax(-1)
+    assert (probs[..., GPT2_VOCAB_SIZE:].amax(-1) <= 1 / GPT2_VOCAB_SIZE).all()
+
+
+@pytest.mark.parametrize(
+    "config, problem",
+    [
+        ({"num_key_value_heads": 1}, "num_key_value_heads 1 != num_attention_heads 2"),
+        ({"head_dim": 8}, "head_dim 8 != hidden_size / num_attention_heads"),
+        (
+            {"rope_parameters": {"rope_type": "linear", "rope_theta": 1e4, "factor": 2.0}},
+            "RoPE scaling 'linear'",
+        ),
+    ],
+)
+def test_import_refuses_what_mypt_cannot_compute_in_one_line(mypt, text_file, config, problem):
+    settings = dict(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                    num_attention_heads=2, num_key_value_heads=2, head_dim=16)  # fmt: skip
+    transformers.Qwen3Config(**{**settings, **config}).save_pretrained("odd")  # refused before any weights
+    r = mypt("fit", "--model.init_from", "odd", "--model_name", "ft", "--data.input_file", text_file)
+    errors = [line for line in r.err.splitlines() if line.startswith("mypt: error:")]
+    assert r.code == 2 and len(errors) == 1 and errors[0] == r.err.splitlines()[-1], r
+    assert errors[0].startswith("mypt: error: odd differs from mypt's GPT") and "Traceback" not in r.err
+    assert problem in r.err
+    assert not Path("checkpoints").exists() or not any(Path("checkpoints").iterdir())
+
+
+def test_llama_with_another_rms_norm_eps_imports_with_a_stated_gap(tmp_path, capsys):
+    from mypt.hf import import_hf
+
+    torch.manual_seed(0)
+    config = transformers.LlamaConfig(
+        vocab_size=GPT2_VOCAB_SIZE, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+        num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=32, rms_norm_eps=1e-5,
+    )  # fmt: skip
+    hf_model = transformers.LlamaForCausalLM(config)
+    hf_model.save_pretrained(tmp_path / "llama")
+    import_hf(str(tmp_path / "llama"), tmp_path / "checkpoints" / "llama")
+    assert "uses RMSNorm eps 1e-05 and mypt 1e-06" in capsys.readouterr().err
+    model, _, config = load_model(tmp_path / "checkpoints" / "llama")
+    assert config["qk_norm"] is False and config["mlp_hidden"] == 64
+    idx = torch.arange(20).unsqueeze(0)
+    with torch.no_grad():
+        ours, _ = model(idx, idx)
+        theirs = hf_model.eval()(idx).logits
+    torch.testing.assert_close(ours[..., :GPT2_VOCAB_SIZE], theirs, atol=1e-2, rtol=0)
 
 
 def test_tanh_gelu_models_import_with_a_stated_gap(tmp_path, capsys):
