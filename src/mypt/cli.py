@@ -68,12 +68,12 @@ def _list(args: argparse.Namespace) -> None:
 
 
 def _export(args: argparse.Namespace) -> None:
-    from mypt.hf import export_hf  # torch and transformers: imported by the commands that use them
+    from mypt.hf import export_hf, exported_class  # torch and transformers: only for the commands using them
 
     source = resolve_best(args.bundle, args.checkpoint_dir) if args.best else args.bundle
     out = export_hf(source, args.out, args.checkpoint_dir)
     print(
-        f"exported {source} to {out} (a transformers GPT2LMHeadModel and its tokenizer; "
+        f"exported {source} to {out} (a transformers {exported_class(out)} and its tokenizer; "
         f"try: pipeline('text-generation', model='{out}'))"
     )
 
@@ -143,10 +143,10 @@ def _reader_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint_dir", default=DEFAULT_ROOT, help="folder whose bundles are listed")
     p.set_defaults(func=_list)
 
-    p = command("export", "write a bundle in another format (hf: a transformers GPT-2 folder)")
+    p = command("export", "write a bundle in another format (hf: a transformers folder)")
     p.add_argument("bundle", help=bundle_help)
     p.add_argument("out", help="the folder to create")
-    p.add_argument("--format", choices=["hf"], default="hf", help="hf: transformers GPT2LMHeadModel")
+    p.add_argument("--format", choices=["hf"], default="hf", help="hf: transformers GPT-2, Qwen3 or Llama")
     p.add_argument("--best", action="store_true", help=BEST_HELP)
     p.add_argument("--checkpoint_dir", default=DEFAULT_ROOT, help=where)
     p.set_defaults(func=_export)
