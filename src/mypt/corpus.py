@@ -233,15 +233,16 @@ def resolve_inputs(
 def _once(paths: list[Path], folded: list[tuple[Path, Path]]) -> list[Path]:
     """`paths` with each file once: of the paths that reach one file, the one without a symlink on
     the way (or else the first) is kept, in its place; the others go to `folded`."""
+    reals = [os.path.realpath(p) for p in paths]
     groups: dict[str, list[Path]] = {}
-    for p in paths:
-        groups.setdefault(os.path.realpath(p), []).append(p)
+    for p, real in zip(paths, reals, strict=True):
+        groups.setdefault(real, []).append(p)
     chosen = {}
     for real, group in groups.items():
-        direct = [p for p in group if os.path.abspath(p) == real]
+        direct = [p for p in group if os.path.abspath(p) == real] if len(group) > 1 else group
         chosen[real] = (direct or group)[0]
         folded += [(p, chosen[real]) for p in group if p is not chosen[real]]
-    return [p for p in paths if chosen[os.path.realpath(p)] is p]
+    return [p for p, real in zip(paths, reals, strict=True) if chosen[real] is p]
 
 
 def _expand(entry: str, what: str, keep: tuple[str, ...], notes: list[str] | None) -> list[Path]:
