@@ -174,3 +174,13 @@ def test_resuming_with_another_optimizer_is_refused(mypt, text_file):
     assert (text_file.parent / "checkpoints" / "dante" / "optimizer.pt").read_bytes() == saved
     r = mypt("fit", "--ckpt_path", "checkpoints/dante", "--trainer.max_steps", "20")  # the bundle's: adamw
     assert r.code == 0, r
+
+
+def test_muon_under_fsdp_is_refused_before_any_rank_starts(mypt, text_file):
+    r = mypt(
+        "fit", *TINY, "--data.input_file", text_file, "--trainer.max_steps", "2", "--trainer.strategy", "fsdp",
+        "--trainer.devices", "2", "--trainer.accelerator", "cpu",
+    )  # fmt: skip
+    assert r.code != 0 and r.err.count("mypt: error:") == 1 and "Traceback" not in r.err, r
+    assert "muon cannot train under FSDP: use --model.optimizer adamw" in r.err
+    assert not (text_file.parent / "checkpoints").exists()

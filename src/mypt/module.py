@@ -8,7 +8,6 @@ import time
 import lightning.pytorch as pl
 import torch
 from lightning.fabric.utilities.throughput import Throughput
-from lightning.pytorch.strategies import FSDPStrategy
 from torch.distributed.fsdp.sharded_grad_scaler import ShardedGradScaler
 
 from mypt.bundle import build_model, load_config, resolve_bundle
@@ -20,6 +19,7 @@ from mypt.optim import (
     adamw_kwargs,
     apply_settings,
     check_optimizer,
+    check_strategy,
     muon_parameter_names,
     optimizer_of,
     set_lr,
@@ -305,9 +305,7 @@ class GPTModule(pl.LightningModule):
         precision, strategy = (
             getattr(self._trainer, name, None) for name in ("precision_plugin", "strategy")
         )
-        if self.hparams.optimizer == "muon" and isinstance(strategy, FSDPStrategy):
-            # FSDP hands the optimizer flat shards of each matrix; Muon orthogonalises whole matrices
-            raise MyptError("--model.optimizer muon cannot train under FSDP: use --model.optimizer adamw")
+        check_strategy(strategy, self.hparams.optimizer)
         sharded_scaler = isinstance(getattr(precision, "scaler", None), ShardedGradScaler)
         h = self.hparams
         return setup_optimizer(

@@ -31,6 +31,14 @@ def muon_parameter_names(model: torch.nn.Module) -> set[str]:
     return {name for name, p in model.named_parameters() if name.startswith(BLOCKS) and p.dim() == 2}
 
 
+def check_strategy(strategy: object, optimizer: str) -> None:
+    """FSDP hands the optimizer flat shards of each matrix; Muon orthogonalises whole matrices."""
+    from lightning.pytorch.strategies import FSDPStrategy
+
+    if optimizer == "muon" and isinstance(strategy, FSDPStrategy):
+        raise MyptError("--model.optimizer muon cannot train under FSDP: use --model.optimizer adamw")
+
+
 def check_optimizer(name: str) -> None:
     if name not in OPTIMIZERS:
         raise MyptError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {name!r}")

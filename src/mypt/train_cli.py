@@ -25,7 +25,7 @@ from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, Progress
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities import rank_zero_only
 
-from mypt import bundle, corpus, fsdp, precision
+from mypt import bundle, corpus, fsdp, optim, precision
 from mypt.checkpointing import BundleCheckpoint
 from mypt.config import ARCHITECTURE_KEYS, DATA_ARCHITECTURE_KEYS
 from mypt.dashboard import StepTensorBoardLogger, TrainingDashboard, progress_callback, start_header
@@ -405,6 +405,8 @@ class MyptCLI(LightningCLI):
             # accelerator whose package is missing (tpu without torch_xla)
             raise MyptError(" ".join(str(e).split())) from None
         check_strategy(trainer.strategy)  # here, before Lightning starts the other ranks
+        if self.subcommand == "fit":
+            optim.check_strategy(trainer.strategy, self.model.hparams.optimizer)
         precision.use_tensor_cores(trainer.accelerator)
         return trainer
 
