@@ -440,9 +440,7 @@ def test_bytes_are_the_texts_utf8_bytes_for_compressed_jsonl_and_shards(mypt, tm
 def test_json_errors_say_where_once(mypt, tmp_path):
     write(tmp_path / "bad.jsonl", '{"text": "a\tb"}\n')
     r = mypt("data", "bad.jsonl")
-    assert (
-        r.code == 2 and "bad.jsonl line 1 is not valid JSON (Invalid control character at column 12)" in r.err
-    ), r
+    assert r.code == 2 and "bad.jsonl line 1 is not JSON (Invalid control character at column 12)" in r.err, r
     write(tmp_path / "m" / "config.json", '{"n_layer": "a\tb"}')
     write(tmp_path / "m" / "tokenizer.json", "{}")
     r = mypt("inspect", "m")

@@ -505,12 +505,11 @@ def iter_jsonl_documents(path: Path, field: str) -> Iterator[str]:
                     record = json.loads(line)
                 except UnicodeDecodeError as e:
                     raise MyptError(
-                        f"{path} line {number} is not valid JSON: not UTF-8 text (bad byte at column "
-                        f"{e.start + 1})"
+                        f"{path} line {number} is not JSON: not UTF-8 text (bad byte at column {e.start + 1})"
                     ) from None
                 except json.JSONDecodeError as e:
                     raise MyptError(
-                        f"{path} line {number} is not valid JSON ({json_error_text(e, one_line=True)})"
+                        f"{path} line {number} is not JSON ({json_error_text(e, one_line=True)})"
                     ) from None
                 if not isinstance(record, dict) or not isinstance(record.get(field), str):
                     raise MyptError(
