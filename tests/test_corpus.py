@@ -383,9 +383,11 @@ def test_a_folder_walk_keeps_the_extensions_asked_for(mypt, tmp_path):
     assert r.code == 2 and r.err.count("\n") == 1, r
     assert "code holds no text files" in r.err and "it holds .py (2 files), .json (1 file)" in r.err, r
     assert "--extensions .py" in r.err and "'code/**/*.py'" in r.err and "--data." not in r.err, r
-    r = mypt("data", "code", "--extensions", ".py")
+    r = mypt("data", "--extensions", ".py", "code")  # before the paths: it takes one value, not the paths
     assert r.code == 0 and "documents    2" in r.out, r
-    r = mypt("data", "code", "--extensions", "py", "JSON")  # with or without the dot, any case
+    r = mypt("data", "code", "--extensions", "py,JSON")  # with or without the dot, any case
+    assert r.code == 0 and "documents    3" in r.out, r
+    r = mypt("data", "code", "--extensions", "py", "--extensions", ".json")  # or repeated
     assert r.code == 0 and "documents    3" in r.out, r
     # mypt fit: the same error names its own flag; --data.extensions takes the files, and a resume
     # keeps the endings it was trained with

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from mypt.bundle import DEFAULT_ROOT, get_model_info, is_bundle, resolve_best
+from mypt.corpus import DEFAULT_EXTENSIONS
 from mypt.errors import MyptError
 from mypt.report import format_comparison, format_corpus, format_info, format_list, list_row
 from mypt.sampling import DEFAULT_MAX_NEW_TOKENS, DEFAULT_PROMPT, DEFAULT_TEMPERATURE, DEFAULT_TOP_K
@@ -158,10 +159,12 @@ def _reader_parser() -> argparse.ArgumentParser:
     p.add_argument("--val_files", nargs="+", default=None, help="a held-out validation set")
     p.add_argument("--text_field", default="text", help="the JSONL field / Parquet column with the text")
     p.add_argument("--train_split", type=float, default=0.9, help="fraction of each document that trains")
+    # one value, comma-separated or repeated: a list of values would swallow the paths that follow
+    # (`mypt data --extensions .py code/` took code/ for an ending)
     p.add_argument(
-        "--extensions", nargs="+", default=None,
-        help="file endings a folder walk keeps (.py .md ...); none: .txt .text .md .markdown .rst .tex .org "
-        ".adoc .asciidoc .jsonl .jsonl.gz .parquet .bin",
+        "--extensions", action="extend", type=lambda v: [e for e in v.split(",") if e.strip()], default=None,
+        help=f"file endings a folder walk keeps (.py,.md or --extensions .py --extensions .md); none: "
+        f"{' '.join(DEFAULT_EXTENSIONS)}",
     )  # fmt: skip
     p.add_argument(
         "--cache_dir", default=None, help="token cache folder (none: $MYPT_CACHE_DIR or ~/.cache/mypt/tokens)"
