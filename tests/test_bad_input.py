@@ -196,7 +196,10 @@ SETTINGS = {
     "val_check_interval_zero": (["--trainer.val_check_interval", "0"], "val_check_interval must be positive"),
     "n_layer_not_a_number": (["--model.n_layer", "two"], "n_layer"),
     "unknown_tokenizer": (["--data.tokenizer", "wordpiece"], "unknown tokenizer 'wordpiece'"),
-    "unknown_flag": (["--model.n_layers", "2"], "n_layers"),
+    "unknown_flag": (["--model.n_layers", "2"], "--model.n_layers 2 (did you mean --model.n_layer?)"),
+    # a prefix of one option is not that option: it would change a setting without a word
+    "abbreviated_flag": (["--trainer.max_step", "3"], "--trainer.max_step 3 (did you mean --trainer.max_steps?)"),
+    "abbreviated_flag_with_equals": (["--data.batch=4"], "--data.batch=4 (did you mean --data.batch_size?)"),
     "strategy_unknown": (["--trainer.strategy", "nope"], "invalid strategy name"),
     "fsdp_sharded_state": (
         ["--trainer.strategy", "mypt.fsdp.BundleFSDPStrategy", "--trainer.strategy.init_args.state_dict_type", "sharded"],
@@ -228,22 +231,45 @@ def test_bad_setting(mypt, saved, text_file, case):
     assert not Path("checkpoints/fresh").exists() and not Path("escape").exists()
 
 
-YAML = {
-    "unknown_model_key": ("model:\n  n_layers: 2\n", "n_layers"),
-    "unknown_top_level_key": ("epochs: 3\n", "epochs"),
-    "not_yaml": ("model: [unclosed\n", "config"),
+YAML = {  # {config}: the config file's path
+    "unknown_model_key": (
+        "trainer:\n  max_steps: 2\nmodel:\n  n_layers: 2\n",
+        "{config}, line 4: unknown key model.n_layers (did you mean model.n_layer?)",
+    ),
+    "unknown_top_level_key": ("epochs: 3\n", "{config}, line 1: unknown key epochs"),
+    "not_yaml": ("model:\n  n_layer: 2\n  n_head: [unclosed\n", "{config}, line 3, column 11: this is not YAML"),
     "wrong_type": ("model:\n  n_layer: [1, 2]\n", "n_layer"),
-}
+}  # fmt: skip
 
 
 @pytest.mark.parametrize("case", list(YAML))
 def test_bad_yaml_config(mypt, saved, text_file, tmp_path, case):
+    """A config's mistake names the file and the line (not jsonargparse's "<unicode string>"), with
+    the nearest key for a misspelt one."""
     content, expect = YAML[case]
+    good = tmp_path / "good.yaml"
+    good.write_text("model:\n  n_layer: 2\n")
     config = tmp_path / "bad.yaml"
     config.write_text(content)
     before = snapshot()
-    r = mypt("fit", "--config", config, *QUICK, "--data.input_file", text_file, "--model_name", "fresh")
-    assert_one_error_line(r, expect)
+    r = mypt("fit", "--config", good, "--config", config, *QUICK, "--data.input_file", text_file,
+             "--model_name", "fresh")  # fmt: skip
+    assert_one_error_line(r, expect.format(config=config))
+    assert "<unicode string>" not in r.err
+    assert snapshot() == before
+
+
+@pytest.mark.parametrize(
+    ("args", "expect"),
+    [(("generate", "tiny", "--max_new", "5"), "--max_new 5 (did you mean --max_new_tokens?)"),
+     (("data", "notes.txt", "--vocab", "300"), "--vocab 300 (did you mean --vocab_size?)"),
+     (("inspect", "tiny", "--jsn"), "--jsn (did you mean --json?)"),
+     (("validate", "tiny", "--trainer.limit_val", "2"), "did you mean --trainer.limit_val_batches?"),
+     (("list", "--nothing_like_it"), "unrecognized arguments: --nothing_like_it")],
+)  # fmt: skip
+def test_every_command_refuses_abbreviated_flags(mypt, saved, args, expect):
+    before = snapshot()
+    assert_one_error_line(mypt(*args), expect)
     assert snapshot() == before
 
 

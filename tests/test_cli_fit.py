@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from pathlib import Path
 
 import lightning.pytorch as pl
+import pytest
 import torch
 from conftest import TINY, run_mypt_subprocess
 from lightning.pytorch.accelerators import CPUAccelerator
@@ -170,3 +172,55 @@ def test_evaluating_and_sampling_use_one_device_unless_asked(text_file, monkeypa
     fit = trainer("fit")
     assert fit.num_devices == 4
     assert world_size_line(fit, 6).startswith("DDP over 4 processes: 4 x 6 sequences per step (24 in all")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="on a GPU 16-mixed is float16")
+def test_16_mixed_on_a_cpu_is_said_once_as_what_runs(mypt, text_file):
+    """A CPU has no float16 autocast: Lightning would run bf16-mixed and warn. mypt runs bf16-mixed,
+    says so in its one precision line, records it, and Lightning has nothing to warn about."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        r = mypt("fit", *TINY, "--data.input_file", text_file, "--model_name", "half", "--trainer.max_steps", "2",
+                 "--trainer.precision", "16-mixed")  # fmt: skip
+    assert r.code == 0, r
+    assert not [w for w in caught if "16-mixed" in str(w.message)], [str(w.message) for w in caught]
+    assert "  on 1 x cpu, precision bf16-mixed (" in r.out
+    (line,) = [line for line in r.out.splitlines() if line.startswith("mypt: precision ")]
+    assert line.startswith(
+        "mypt: precision bf16-mixed (16-mixed given: a CPU has no float16 autocast), compile off (automatic) on cpu: "
+    ), line
+    assert "bf16 does not pay" not in line and "matmuls" not in line  # no automatic precision to explain
+    choice = bundle.load_training_state(Path("checkpoints/half"))["precision_choice"]
+    assert choice["precision"] == "bf16-mixed" and choice["automatic"] == ["compile"], choice
+
+
+def test_evaluations_say_what_they_evaluate_and_samples_are_labelled(mypt, text_file):
+    """validate names the model and step it evaluates (the best model's too); predict labels each
+    sample with its prompt and seed; fewer prompts than processes run on as many processes as there
+    are prompts (Lightning's sampler would leave a process without any and fail)."""
+    r = mypt("fit", *TINY, "--data.input_file", text_file, "--model_name", "ev", "--trainer.max_steps", "20")
+    assert r.code == 0, r
+    best = bundle.read_best(Path("checkpoints/ev"))
+    r = mypt("validate", "ev", "--best", "--trainer.enable_progress_bar", "false")
+    assert r.code == 0, r
+    assert r.out.startswith(
+        f"mypt: validating the best model of checkpoints/ev: checkpoints/ev/best, step {best['step']} "
+        f"(val loss {best['val_loss']:.4f} when kept)\n"
+    ), r.out
+    r = mypt("validate", "ev", "--trainer.enable_progress_bar", "false")
+    assert r.code == 0 and r.out.startswith("mypt: validating checkpoints/ev at step 20\n"), r.out
+
+    prompts = ["--data.prompts", '["Nel", "Amor"]', "--trainer.enable_progress_bar", "false"]
+    r = mypt("predict", "ev", *prompts)
+    assert r.code == 0, r
+    samples = [mypt("generate", "ev", "--prompt", prompt, "--seed", str(seed)).out.rstrip("\n")
+               for seed, prompt in enumerate(["Nel", "Amor"])]  # fmt: skip
+    assert r.out == (
+        f"=== sample 1 of 2: prompt 'Nel', seed 0 ===\n{samples[0]}\n\n"
+        f"=== sample 2 of 2: prompt 'Amor', seed 1 ===\n{samples[1]}\n"
+    ), r.out
+    r = mypt("predict", "ev", "--data.prompts", '["Nel"]', "--trainer.enable_progress_bar", "false",
+             "--trainer.strategy", "ddp", "--trainer.devices", "2", "--trainer.accelerator", "cpu")  # fmt: skip
+    assert r.code == 0, r
+    assert "mypt: 1 prompt: sampling on 1 process, not 2" in r.err, r
+    assert r.out == f"=== sample 1 of 1: prompt 'Nel', seed 0 ===\n{samples[0]}\n", r.out

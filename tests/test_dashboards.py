@@ -131,6 +131,8 @@ def test_start_header_progress_lines_in_a_file_and_a_bar_on_a_terminal(mypt, tex
     monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
     r = mypt("fit", *args, "--model_name", "tiny", "--trainer.max_steps", "30")
     assert r.code == 0, r
+    # a resumed run says where it goes and how far that is
+    assert "  64 tokens a step (batch 4 x block 16 x accumulate 1 x 1 rank), to step 30, 10 to go, " in r.out
     lines = [line for line in (r.out + r.err).replace("\r", "\n").split("\n") if line.startswith("step")]
     assert "20/30" in lines[0] and "30/30" in lines[-1]  # a resumed run starts where the bundle stopped
     assert "train/loss=" in lines[-1] and "val/loss=" in lines[-1]
@@ -142,3 +144,47 @@ def test_a_prompt_outside_the_vocabulary_stops_before_training(mypt, text_file):
              "--dashboard.prompt", "§", "--dashboard.max_new_tokens", "10")  # fmt: skip
     assert r.code == 2 and r.err.startswith("mypt: error: --dashboard.prompt:") and "'§'" in r.err
     assert not Path("checkpoints/tiny").exists()
+
+
+def test_time_left_counts_training_steps_only(mypt, text_file, monkeypatch):
+    """The time left comes from the time of this run's training steps: not its first step (start-up,
+    a resume's restore), not its validations and saves. A fake clock: 2 s a training step, 300 s at
+    a run's first step, 500 s a validation batch."""
+    from mypt.module import GPTModule
+
+    clock = {"now": 0.0}
+    monkeypatch.setattr(dashboard, "now", lambda: clock["now"])
+    monkeypatch.setattr(dashboard, "LONG_RUN_S", 0)  # every run says how long it takes
+    train_step, validation_step = GPTModule.training_step, GPTModule.validation_step
+
+    def slow_train(self, batch, batch_idx):
+        clock["now"] += 300.0 if clock.pop("first", False) else 2.0
+        return train_step(self, batch, batch_idx)
+
+    def slow_validation(self, batch, batch_idx):
+        clock["now"] += 500.0
+        return validation_step(self, batch, batch_idx)
+
+    monkeypatch.setattr(GPTModule, "training_step", slow_train)
+    monkeypatch.setattr(GPTModule, "validation_step", slow_validation)
+    args = [*TINY, "--trainer.enable_progress_bar", "true", "--data.input_file", text_file, "--model_name", "tiny"]
+
+    def time_left(out: str) -> dict[int, str]:
+        """step -> the time left on the last progress line of that step."""
+        left = {}
+        for line in out.splitlines():
+            if line.startswith("step ") and line.endswith(" left"):
+                left[int(line.split()[1].split("/")[0])] = line.rsplit("  ", 1)[1]
+        return left
+
+    clock["first"] = True
+    r = mypt("fit", *args, "--trainer.max_steps", "40")
+    assert r.code == 0, r
+    assert time_left(r.out) == {10: "1 min left", 20: "40 s left", 30: "20 s left"}, r.out
+    # the estimate after the first steps: 2 s a step, the steps after step 11 (the first + 10)
+    assert "mypt: about 2 s a step: the 29 steps left take about 58 s on this cpu" in r.err, r.err
+    clock["first"] = True
+    r = mypt("fit", *args, "--trainer.max_steps", "80")  # resumed: its first step restores, slowly
+    assert r.code == 0, r
+    assert time_left(r.out) == {50: "1 min left", 60: "40 s left", 70: "20 s left"}, r.out
+    assert "mypt: about 2 s a step: the 29 steps left take about 58 s on this cpu" in r.err, r.err

@@ -210,7 +210,7 @@ def test_ddp_resumes_a_single_process_bundle_and_back(mypt, text_file, tmp_path)
         "--trainer.strategy", "ddp", "--trainer.devices", "2", "--trainer.accelerator", "cpu", cwd=tmp_path,
     )  # fmt: skip
     assert r.code == 0, r
-    assert one.out.startswith("Nel") and r.out == one.out, (r.out, one.out)
+    assert one.out.startswith("=== sample 1 of 3: prompt 'Nel'") and r.out == one.out, (r.out, one.out)
 
 
 @pytest.mark.stress

@@ -66,10 +66,12 @@ def assert_consistent_bundle(path: Path) -> int:
 
 
 def start_fit(*args: str, cwd: Path) -> subprocess.Popen:
-    """`python -m mypt fit ...` in a child process, for signals and kills."""
+    """`python -m mypt fit ...` in a child process, for signals and kills (this folder on its
+    PYTHONPATH, for the test callbacks named by --trainer.callbacks)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
     return subprocess.Popen(
         [sys.executable, "-m", "mypt", "fit", *map(str, args)],
-        cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
     )  # fmt: skip
 
 
@@ -151,7 +153,7 @@ def test_a_signal_stops_at_a_step_boundary_saves_and_resumes(mypt, text_file, tm
 
 def test_a_second_ctrl_c_stops_at_once_without_saving(text_file, tmp_path):
     path = tmp_path / "checkpoints" / "sig"
-    slow_steps = ["--data.batch_size", "64", "--model.block_size", "32"]  # both signals land in one step
+    slow_steps = ["--data.batch_size", "128", "--model.block_size", "32"]  # both signals land in one step
     proc = start_fit(
         *SIGNAL_RUN, *slow_steps, "--data.input_file", text_file, "--model_name", "sig", cwd=tmp_path
     )
@@ -159,13 +161,48 @@ def test_a_second_ctrl_c_stops_at_once_without_saving(text_file, tmp_path):
         wait_for(lambda: (path / bundle.MANIFEST_FILE).is_file(), proc)  # training is under way
         saved = assert_consistent_bundle(path)
         proc.send_signal(signal.SIGINT)
-        time.sleep(0.02)  # two signals sent at once would reach Python's handler as one
+        # the second once the first was handled: two signals pending at once reach Python's handler as one
+        seen = []
+        while not seen or ("SIGINT received" not in seen[-1] and seen[-1]):
+            seen.append(proc.stderr.readline())
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=60)
-    assert proc.returncode != 0 and "Traceback" not in err, err[-3000:]
+        err = "".join(seen) + err
+    assert proc.returncode == 130 and "Traceback" not in err, err[-3000:]  # 128 + SIGINT, as the first
     assert "mypt: SIGINT again: stopping now, without saving; the last good bundle" in err, err[-3000:]
-    assert "bundle saved to" not in err
+    assert "bundle saved to" not in err and "KeyboardInterrupt" not in err
     assert assert_consistent_bundle(path) >= saved  # the bundle on disk is whole
+
+
+class SlowSetup(lightning.pytorch.Callback):
+    def __init__(self, marker: str) -> None:
+        """Stands for a slow start (a large text being tokenised): marks its start, then waits.
+
+        Args:
+            marker: File created when the start-up is under way.
+        """
+        self.marker = marker
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        Path(self.marker).touch()
+        time.sleep(120)
+
+
+def test_ctrl_c_during_start_up_exits_130_and_saves_nothing(text_file, tmp_path):
+    """Inside Lightning's start-up (before training, so before the step-boundary handler): Ctrl-C is
+    an interruption, not bad input (exit 2) nor Lightning's exit 1."""
+    marker = tmp_path / "starting"
+    slow = {"class_path": "test_faults.SlowSetup", "init_args": {"marker": str(marker)}}
+    proc = start_fit(*SIGNAL_RUN, "--data.input_file", text_file, "--model_name", "early",
+                     "--trainer.callbacks", json.dumps([slow]), cwd=tmp_path)  # fmt: skip
+    with killed_on_failure(proc):
+        wait_for(marker.exists, proc)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, (proc.returncode, err[-3000:])
+    assert err.strip().splitlines()[-1] == "mypt: interrupted", err[-3000:]
+    assert "Traceback" not in err and "error" not in err.lower(), err[-3000:]
+    assert not (tmp_path / "checkpoints" / "early").exists() and not (tmp_path / "logs" / "early").exists()
 
 
 # ---------------------------------------------------------------------------------------- divergence
@@ -337,3 +374,14 @@ def test_a_kill_between_the_two_renames_is_repaired_on_the_next_read(mypt, text_
     assert r.code == 0, r
     assert "recovered bundle checkpoints/tiny" in r.err
     assert assert_consistent_bundle(path) == 10
+
+
+def test_ctrl_c_in_a_reading_command_exits_130(mypt, monkeypatch):
+    from mypt import cli
+
+    def interrupted(args) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "_list", interrupted)
+    r = mypt("list")
+    assert (r.code, r.err.strip()) == (130, "mypt: interrupted"), r

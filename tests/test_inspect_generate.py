@@ -129,7 +129,10 @@ def test_predict_samples_each_prompt(mypt, trained):
     samples = [mypt("generate", "dante", "--prompt", prompt, "--seed", str(seed)).out
                for seed, prompt in enumerate(["Nel mezzo", "Amor"])]  # fmt: skip
     assert all(len(sample) > len("Nel mezzo") + 100 for sample in samples)  # 200 new characters each
-    assert r.out.endswith(samples[0] + samples[1]), (r.out, samples)
+    assert r.out.endswith(
+        f"=== sample 1 of 2: prompt 'Nel mezzo', seed 0 ===\n{samples[0]}\n"
+        f"=== sample 2 of 2: prompt 'Amor', seed 1 ===\n{samples[1]}"
+    ), (r.out, samples)
 
 
 def test_help_lists_each_option_with_its_description_and_default(mypt):

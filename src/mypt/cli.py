@@ -17,7 +17,14 @@ from pathlib import Path
 from mypt.bundle import DEFAULT_ROOT, get_model_info, is_bundle, resolve_best
 from mypt.corpus import DEFAULT_EXTENSIONS
 from mypt.errors import MyptError
-from mypt.report import format_comparison, format_corpus, format_info, format_list, list_row
+from mypt.report import (
+    format_comparison,
+    format_corpus,
+    format_info,
+    format_list,
+    list_row,
+    unrecognized_line,
+)
 from mypt.sampling import DEFAULT_MAX_NEW_TOKENS, DEFAULT_PROMPT, DEFAULT_TEMPERATURE, DEFAULT_TOP_K
 
 TRAINING_SUBCOMMANDS = ("fit", "validate", "test", "predict")
@@ -113,8 +120,25 @@ def _data(args: argparse.Namespace) -> None:
         corpus.flags.reset(flags)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse without abbreviations (`--max_new 5` would set --max_new_tokens without a word); an
+    unknown option is one `mypt: error:` line with the nearest known one."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(allow_abbrev=False, **kwargs)
+        self.commands: dict[str, argparse.ArgumentParser] = {}
+
+    def parse_args(self, args=None, namespace=None):  # type: ignore[override]
+        parsed, unknown = self.parse_known_args(args, namespace)
+        if unknown:
+            command = self.commands.get(getattr(parsed, "command", None), self)
+            options = [option for action in command._actions for option in action.option_strings]
+            raise MyptError(unrecognized_line(unknown, options))
+        return parsed
+
+
 def _reader_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="mypt",
         description="Train small GPTs on your own text.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
@@ -124,12 +148,13 @@ def _reader_parser() -> argparse.ArgumentParser:
         sub.add_parser(name, help=TRAINING_HELP[name], add_help=False)
 
     def command(name: str, description: str) -> argparse.ArgumentParser:
-        return sub.add_parser(
+        parser.commands[name] = sub.add_parser(
             name,
             help=description,
             description=description,
             formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         )
+        return parser.commands[name]
 
     where = "folder of the bundles a model name is looked up in"
     bundle_help = "a bundle folder, or a model name under --checkpoint_dir"
@@ -209,6 +234,13 @@ def _fail(message: str) -> int:
     return 2
 
 
+def _interrupted(announced: bool) -> int:
+    """Ctrl-C is not bad input: the shell's status for a command that SIGINT ended, 128 + 2."""
+    if not announced:
+        print("\nmypt: interrupted", file=sys.stderr)
+    return 130
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = os.environ.get("MYPT_DEBUG", "") not in ("", "0")
@@ -223,8 +255,8 @@ def main(argv: list[str] | None = None) -> int:
         if debug:
             raise
         return _fail(str(e))
-    except KeyboardInterrupt:
-        return _fail("interrupted")
+    except KeyboardInterrupt:  # Ctrl-C before a training command took SIGINT over, or while reading
+        return _interrupted(announced=False)
     except BrokenPipeError:  # `mypt generate ... | head`: the reader left; that is not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
@@ -234,14 +266,18 @@ def _train(argv: list[str], debug: bool) -> int:
     from jsonargparse import ArgumentError
     from lightning.fabric.utilities.exceptions import MisconfigurationException
 
+    from mypt.guards import Interrupted, interrupts_at_once
     from mypt.train_cli import run
 
     try:
-        run(argv)
+        with interrupts_at_once():  # Ctrl-C inside Lightning's start-up would otherwise exit 1
+            run(argv)
     except (ArgumentError, MisconfigurationException) as e:
         if debug:
             raise
         return _fail(" ".join(str(e).split()))
+    except Interrupted as e:
+        return _interrupted(e.announced)
     return 0
 
 

@@ -37,6 +37,53 @@ HPARAM_METRICS = ("val/loss", "val/bpb", "train/loss")  # bpb: compares models a
 TRAINING = ("learning_rate", "min_lr_ratio", "warmup_steps", "weight_decay", "beta1", "beta2", "init_from")
 
 
+def now() -> float:
+    return time.monotonic()
+
+
+class TrainingClock:
+    """The seconds this run spent on training steps, for the time left: from the end of its first step
+    (start-up, a resume's restore and the first step's warm-up left out), with each validation and the
+    save after it left out (from the validation's start to the next training batch). A resumed run or
+    one that just validated would otherwise expect its validations' pace from its training steps."""
+
+    def __init__(self) -> None:
+        self.first_step: int | None = None  # the step the clock started at
+        self.seconds = 0.0
+        self._since: float | None = None  # None: paused (before the first step, or validating)
+
+    def step_end(self, step: int) -> None:
+        """At every training batch's end."""
+        t = now()
+        if self.first_step is None:
+            self.first_step = step
+        elif self._since is not None:
+            self.seconds += t - self._since
+        self._since = t
+
+    def pause(self) -> None:
+        """At a validation's start."""
+        if self._since is not None:
+            self.seconds += now() - self._since
+            self._since = None
+
+    def go_on(self) -> None:
+        """At a training batch's start: a validation before it no longer counts."""
+        if self._since is None and self.first_step is not None:
+            self._since = now()
+
+    def steps(self, step: int) -> int:
+        return 0 if self.first_step is None else step - self.first_step
+
+    def per_step(self, step: int) -> float | None:
+        return self.seconds / self.steps(step) if self.steps(step) > 0 else None
+
+    def left(self, step: int, total: int) -> float | None:
+        """Seconds to reach step `total` at this run's pace so far."""
+        per_step = self.per_step(step)
+        return None if per_step is None else per_step * max(0, total - step)
+
+
 class TrainingDashboard(Callback):
     def __init__(
         self,
@@ -64,24 +111,27 @@ class TrainingDashboard(Callback):
         self.temperature = temperature
         self.top_k = top_k
         self.seed = seed
-        self._clock: tuple[float, int] | None = None  # (time, step) after the first, slower steps
+        self._clock = TrainingClock()
         self._estimated = False
 
     # -- how long the run will take ---------------------------------------------------------
+
+    def on_train_batch_start(self, *_: Any) -> None:
+        self._clock.go_on()
+
+    def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._clock.pause()
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *_: Any) -> None:
         """After the first few steps, say how long the run will take when that is long (the
         design note's model for 5,000 steps on a 2-core CPU: about 3 hours)."""
         step = trainer.global_step
-        if self._clock is None:
-            self._clock = (time.perf_counter(), step)
-            return
-        started, first = self._clock
-        if step - first != ESTIMATE_AFTER_STEPS or self._estimated or not trainer.is_global_zero:
+        self._clock.step_end(step)
+        if self._clock.steps(step) != ESTIMATE_AFTER_STEPS or self._estimated or not trainer.is_global_zero:
             return
         self._estimated = True
-        per_step = (time.perf_counter() - started) / ESTIMATE_AFTER_STEPS
-        left = per_step * (trainer.max_steps - step)
+        per_step = self._clock.per_step(step)
+        left = self._clock.left(step, trainer.max_steps)
         if left >= LONG_RUN_S:
             advice = ""
             if pl_module.device.type == "cpu":
@@ -186,14 +236,28 @@ def _tensorboard_writers(trainer: pl.Trainer) -> list:
 
 
 class StepProgressBar(TQDMProgressBar):
-    """TQDM bar over optimizer steps: `step 1200/2000 [02:10<01:27, train/loss=1.52, tokens/s=18.7k]`."""
+    """TQDM bar over optimizer steps: `step 1200/2000 [02:10, 1 min left, train/loss=1.52, tokens/s=18.7k]`,
+    the time left from the training steps only (TrainingClock; tqdm's own counts validations in)."""
 
     MIN_INTERVAL_S = 0.25
     _last_draw = 0.0
+    # tqdm's bar with mypt's time left in place of tqdm's remaining time and rate
+    TRAIN_BAR_FORMAT = "{{l_bar}}{{bar}}| {{n_fmt}}/{{total_fmt}} [{{elapsed}}{left}{{postfix}}]"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._clock = TrainingClock()
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         super().on_train_start(trainer, pl_module)
         self._count_steps(trainer)  # a resumed run re-enters its epoch without on_train_epoch_start
+
+    def on_train_batch_start(self, *_: Any) -> None:
+        self._clock.go_on()
+
+    def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._clock.pause()
+        super().on_validation_start(trainer, pl_module)
 
     def on_train_epoch_start(self, trainer: pl.Trainer, *_: Any) -> None:
         super().on_train_epoch_start(trainer)
@@ -211,12 +275,15 @@ class StepProgressBar(TQDMProgressBar):
     ) -> None:
         bar = self.train_progress_bar
         step = trainer.global_step
+        self._clock.step_end(step)
         if bar is None or bar.disable or not self._should_update(step, bar.total):
             return
-        now = time.monotonic()
-        if now - self._last_draw >= self.MIN_INTERVAL_S or step == bar.total:
+        t = time.monotonic()
+        if t - self._last_draw >= self.MIN_INTERVAL_S or step == bar.total:
             # redrawing costs about a millisecond: a few times a second is all a person can read
-            self._last_draw = now
+            self._last_draw = t
+            left = self._clock.left(step, bar.total) if bar.total else None
+            bar.bar_format = self.TRAIN_BAR_FORMAT.format(left=f", {_duration(left)} left" if left else "")
             bar.n = step
             bar.set_postfix(self.get_metrics(trainer, pl_module), refresh=False)
             bar.refresh()
@@ -248,7 +315,7 @@ class StepProgressLines(ProgressBar):
         self.every_s = every_s
         self._enabled = True
         self._last = 0.0
-        self._start: tuple[float, int] | None = None
+        self._clock = TrainingClock()
 
     def disable(self) -> None:
         self._enabled = False
@@ -257,24 +324,30 @@ class StepProgressLines(ProgressBar):
         self._enabled = True
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._start = (time.monotonic(), trainer.global_step)
         self._last = time.monotonic()
 
+    def on_train_batch_start(self, *_: Any) -> None:
+        self._clock.go_on()
+
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *_: Any) -> None:
+        self._clock.step_end(trainer.global_step)
         if self._enabled and time.monotonic() - self._last >= self.every_s:
             self._line(trainer, pl_module)
+
+    def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._clock.pause()
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._enabled and trainer.state.fn == "fit" and not trainer.sanity_checking:
             self._line(trainer, pl_module)
 
     def _line(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._last = now = time.monotonic()
+        self._last = time.monotonic()
         step, total = trainer.global_step, trainer.max_steps
         parts = [f"step {step}/{total}"]
         parts += [f"{k} {v}" for k, v in _metrics_text(self.get_metrics(trainer, pl_module)).items()]
-        if self._start is not None and self._start[1] < step < total:
-            left = (now - self._start[0]) / (step - self._start[1]) * (total - step)
+        left = self._clock.left(step, total)
+        if left is not None and step < total:
             parts.append(f"{_duration(left)} left")
         print("  ".join(parts), flush=True)
 
@@ -301,6 +374,9 @@ def start_header(
     if init_from and resume_step is None:
         what = f"a new model fine-tuned from {init_from}"
     tokens = dm.batch_size * dm.block_size * trainer.accumulate_grad_batches * trainer.world_size
+    steps = f"{trainer.max_steps} steps"
+    if resume_step is not None:  # max_steps counts from the model's first step, not this run's
+        steps = f"to step {trainer.max_steps}, {trainer.max_steps - resume_step} to go"
     devices = (
         f"{trainer.num_devices} x {type(trainer.accelerator).__name__.removesuffix('Accelerator').lower()}"
     )
@@ -310,7 +386,7 @@ def start_header(
             f"{dm.tokenizer_kind} tokenizer ({dm.vocab_size} tokens)",
             f"  {tokens:,} tokens a step (batch {dm.batch_size} x block {dm.block_size} x accumulate "
             f"{trainer.accumulate_grad_batches} x {trainer.world_size} rank{'s' if trainer.world_size > 1 else ''}), "
-            f"{trainer.max_steps} steps, validating every {trainer.val_check_interval}",
+            f"{steps}, validating every {trainer.val_check_interval}",
             f"  on {devices}, precision {trainer.precision} (--lightning_messages true: Lightning's own lines)",
         ]
     )

@@ -4,10 +4,13 @@
 - `check_ranks_agree` stops every rank when they would not resume the same bundle.
 - `RunGuard` is the callback that turns SIGINT/SIGTERM into a stop at a step boundary (agreed by all
   ranks) and stops a diverged run (a nan/inf loss or weight) before it can be saved.
+- `interrupts_at_once` makes Ctrl-C outside the training loop (start-up, an evaluation), or a second
+  Ctrl-C, an `Interrupted`: the command stops at once with exit status 130.
 """
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import sys
 import threading
@@ -25,10 +28,40 @@ from mypt.errors import MyptError
 from mypt.fsdp import BundleFSDPStrategy
 from mypt.module import is_logging_step
 
+INTERRUPTED_EXIT = 128 + signal.SIGINT  # 130: the status a shell gives a command that Ctrl-C ended
 STOP_CHECK_EVERY = 10  # steps between the ranks' agreements on a stop signal
 # with no logging steps (log_every_n_steps 0) the losses are checked after this many steps instead
 MAX_UNCHECKED_LOSSES = 100
 _NO_STEP = 2**62  # "no non-finite loss seen", larger than any step
+
+
+class Interrupted(BaseException):
+    """Ctrl-C where the run cannot wait for a step boundary: the command stops at once and exits 130.
+
+    Not a KeyboardInterrupt: Lightning catches that inside fit/validate/predict and exits with status 1
+    (2.6, trainer/call.py). A BaseException that is not one passes through Lightning's teardown."""
+
+    def __init__(self, announced: bool = False) -> None:
+        super().__init__("interrupted")
+        self.announced = announced  # the line saying why was printed already
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise Interrupted
+
+
+@contextlib.contextmanager
+def interrupts_at_once():
+    """SIGINT raises Interrupted in this block (in the main thread; elsewhere signals do not arrive).
+    RunGuard takes SIGINT over while training, and gives it back after."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, _interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def check_strategy(strategy: Strategy) -> None:
@@ -102,7 +135,7 @@ class RunGuard(Callback):
                 file=sys.stderr,
                 flush=True,
             )
-            raise KeyboardInterrupt
+            raise Interrupted(announced=True)
         self.stop_signal = signum
         step = f" ({self._trainer.global_step + 1})" if self._trainer is not None else ""
         again = "; Ctrl-C again stops at once, without saving" if signum == signal.SIGINT else ""

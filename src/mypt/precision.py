@@ -49,7 +49,8 @@ class SpeedChoice:
     compile: bool
     device: str  # "cuda", "cpu", or another accelerator's name
     automatic: tuple[str, ...]  # "precision" and/or "compile": the settings chosen here
-    reason: str
+    reason: str  # why, for the automatic settings only
+    given: str | None = None  # a given precision this device runs as another (16-mixed on a CPU)
 
     def line(self) -> str:
         """The one line a run states at its start."""
@@ -57,9 +58,11 @@ class SpeedChoice:
         for name in given:
             if name not in self.automatic:
                 given[name] = "as given"
+        if self.given is not None:
+            given["precision"] = f"{self.given} given: a CPU has no float16 autocast"
         precision = f"precision {self.precision} ({given['precision']})"
         compiled = f"compile {'on' if self.compile else 'off'} ({given['compile']})"
-        why = f": {self.reason}" if self.automatic else ""
+        why = f": {self.reason}" if self.reason else ""
         return f"mypt: {precision}, {compiled} on {self.device}{why}"
 
     def record(self) -> dict:
@@ -70,6 +73,7 @@ class SpeedChoice:
             "device": self.device,
             "automatic": list(self.automatic),
             "reason": self.reason,
+            **({"precision_given": self.given} if self.given is not None else {}),
         }
 
 
@@ -98,13 +102,17 @@ def choose(
     )
     # asked only when left to choose: it starts CUDA in this process, before Lightning launches ranks
     compiled = auto_compile(device) if compile is None else bool(compile)
+    given = None
+    if device == "cpu" and str(precision) in ("16-mixed", "16"):
+        # Lightning runs 16-mixed on a CPU as bf16-mixed (with a warning): chosen here instead, so the
+        # start lines and the bundle say what runs
+        given, precision = str(precision), "bf16-mixed"
     if device == "cuda":
         if torch.cuda.is_bf16_supported(including_emulation=False):
             auto_precision, reason = "bf16-mixed", "this GPU computes in bf16"
         else:
             auto_precision, reason = "16-mixed", "this GPU has no bf16: float16 with a loss scaler"
-        if compile is None:
-            reason += "; compiled" if compiled else "; eager (Triton needs compute capability 7.0)"
+        compile_reason = "compiled" if compiled else "eager (Triton needs compute capability 7.0)"
     elif device == "cpu":
         matmul = tokens_per_step * n_embd * n_embd
         flag = cpu_bf16_flag()
@@ -122,14 +130,19 @@ def choose(
                 reason = (
                     f"this CPU has {flag} and the matmuls are large enough ({size} >= {least / 1e6:.1f} M)"
                 )
+        compile_reason = "eager (on a CPU compiling takes 20-40 s for a few percent a step)"
     else:
-        auto_precision, reason = "32-true", f"no automatic choice on {device}: float32, eager"
+        auto_precision, reason = "32-true", f"no automatic choice on {device}: float32"
+        compile_reason = "eager"
+    # the reasons of the settings chosen here only: a given precision needs none
+    reasons = ([reason] if precision is None else []) + ([compile_reason] if compile is None else [])
     return SpeedChoice(
         precision=auto_precision if precision is None else str(precision),
         compile=compiled,
         device=device,
         automatic=automatic,
-        reason=reason,
+        reason="; ".join(reasons),
+        given=given,
     )
 
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import difflib
+import re
 from pathlib import Path
 
-from mypt.bundle import DEFAULT_ROOT, flat_settings
+from mypt.bundle import BEST_DIR, DEFAULT_ROOT, flat_settings, read_best
 
 
 def human_bytes(n: int) -> str:
@@ -282,3 +284,115 @@ def run_end_line(path, step: int, val_loss: float | None, val_bpb: float | None,
             line += f"; best model: step {best['step']}, val loss {best['val_loss']:.4f}, in {best['path']}"
             next_command += " --best"
     return f"{line}; next: {next_command}"
+
+
+def evaluation_line(verb: str, source: Path | None, state: dict, best: bool) -> str:
+    """What `mypt validate` / `test` evaluate: the bundle and its step, or its best model's."""
+    if source is None:
+        return f"mypt: {verb} a new, untrained model (no --ckpt_path)"
+    if best:
+        info = read_best(source) or {}
+        return (
+            f"mypt: {verb} the best model of {source}: {source / BEST_DIR}, step {info.get('step')} "
+            f"(val loss {info.get('val_loss', float('nan')):.4f} when kept)"
+        )
+    step = state.get("step")
+    return f"mypt: {verb} {source} at step {step}" if step is not None else f"mypt: {verb} {source}"
+
+
+def sample_heading(index: int, prompts: list[str]) -> str:
+    """The line above each `mypt predict` sample: which prompt, and the seed that `mypt generate
+    --seed` takes to give the same text."""
+    return f"=== sample {index + 1} of {len(prompts)}: prompt {prompts[index]!r}, seed {index} ==="
+
+
+# -- command-line and config mistakes ------------------------------------------------------------
+
+
+def nearest_option(given: str, options: list[str]) -> str | None:
+    """The option a mistyped `given` most likely meant: the one option it begins (an abbreviation),
+    else the closest spelling (difflib), else None."""
+    name = given.split("=", 1)[0]
+    longer = [option for option in options if option.startswith(name) and option != name]
+    if len(longer) == 1:
+        return longer[0]
+    close = difflib.get_close_matches(name, longer or options, n=1, cutoff=0.75)
+    return close[0] if close else None
+
+
+def unrecognized_line(unknown: list[str], options: list[str]) -> str:
+    """'unrecognized arguments: --trainer.max_step 100 (did you mean --trainer.max_steps?)'."""
+    hints = [(arg.split("=", 1)[0], nearest_option(arg, options)) for arg in unknown if arg.startswith("-")]
+    hints = [(arg, option) for arg, option in hints if option is not None]
+    line = f"unrecognized arguments: {' '.join(unknown)}"
+    if len(hints) == 1:
+        line += f" (did you mean {hints[0][1]}?)"
+    elif hints:
+        line += f" (did you mean {', '.join(f'{option} for {arg}' for arg, option in hints)}?)"
+    return line
+
+
+def argument_error_line(message: str, args: list[str], parsers: dict) -> str:
+    """jsonargparse's error as one line: a mistyped flag with the nearest one; a config file's mistake
+    (a YAML syntax error, where jsonargparse says 'in "<unicode string>"'; an unknown key, with the
+    nearest known key; a bad value) with the file's path and line. `parsers`: each subcommand's parser."""
+    subcommand = next((arg for arg in args if arg in parsers), None)
+    options = [o for a in parsers[subcommand]._actions for o in a.option_strings] if subcommand else []
+    message = " ".join(message.split())
+    if message.startswith("unrecognized arguments: "):
+        return unrecognized_line(message.removeprefix("unrecognized arguments: ").split(), options)
+    return _config_error_line(message, args, options) or message
+
+
+def _config_files(args: list[str]) -> list[str]:
+    files = [value for flag, value in zip(args, args[1:], strict=False) if flag == "--config"]
+    return files + [arg.removeprefix("--config=") for arg in args if arg.startswith("--config=")]
+
+
+def _config_error_line(message: str, args: list[str], options: list[str]) -> str | None:
+    import yaml  # jsonargparse's YAML reader: the files parse here as they parse there
+
+    texts = {}
+    for path in _config_files(args):
+        try:
+            texts[path] = Path(path).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            continue
+    for path, text in texts.items() if "<unicode string>" in message else ():
+        try:
+            yaml.safe_load(text)
+        except yaml.MarkedYAMLError as e:
+            mark = e.context_mark or e.problem_mark
+            what = ", ".join(str(part) for part in (e.context, e.problem) if part)
+            return f"{path}, line {mark.line + 1}, column {mark.column + 1}: this is not YAML ({what})"
+        except yaml.YAMLError as e:
+            return f"{path}: this is not YAML ({' '.join(str(e).split())})"
+    unknown = re.search(r"does not accept option '([^']+)'", message)
+    bad_value = re.search(r'Parser key "([^"]+)"', message)
+    key = (unknown or bad_value).group(1) if unknown or bad_value else None
+    if key is None or (bad_value and any(arg.split("=", 1)[0] == f"--{key}" for arg in args)):
+        return None  # not from a config file: the command line gave the value
+    for path, text in texts.items():  # jsonargparse reads them in order and stops at the first mistake
+        line = _yaml_key_line(text, key)
+        if line is None:
+            continue
+        if bad_value:
+            return f"{path}, line {line}: {message}"
+        nearest = nearest_option(key, [option.removeprefix("--") for option in options])
+        return f"{path}, line {line}: unknown key {key}" + (f" (did you mean {nearest}?)" if nearest else "")
+    return None
+
+
+def _yaml_key_line(text: str, key: str) -> int | None:
+    """The line (from 1) where the dotted `key` (model.n_layer) is set in a YAML mapping, or None."""
+    import yaml
+
+    node = yaml.compose(text)
+    for part in key.split("."):
+        if not isinstance(node, yaml.MappingNode):
+            return None
+        found = next(((k, v) for k, v in node.value if getattr(k, "value", None) == part), None)
+        if found is None:
+            return None
+        key_node, node = found
+    return key_node.start_mark.line + 1

@@ -20,6 +20,7 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
+from jsonargparse import ArgumentError
 from lightning.pytorch.accelerators import CUDAAccelerator
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
@@ -34,7 +35,7 @@ from mypt.errors import MyptError
 from mypt.guards import RunGuard, check_strategy
 from mypt.hf import resolve_init_from
 from mypt.module import GPTModule
-from mypt.report import early_stop_line, run_end_line
+from mypt.report import argument_error_line, early_stop_line, evaluation_line, run_end_line, sample_heading
 from mypt.schedule import check_last_step, continue_schedule, lr_at
 
 TRAINER_DEFAULTS: dict[str, Any] = {
@@ -113,7 +114,8 @@ class MyptCLI(LightningCLI):
             trainer_defaults=TRAINER_DEFAULTS,
             seed_everything_default=1337,
             auto_configure_optimizers=False,
-            parser_kwargs={"exit_on_error": False},
+            # no abbreviations: `--trainer.max_step 100` would set max_steps without a word
+            parser_kwargs={"exit_on_error": False, "allow_abbrev": False},
             args=args,
             run=run,
         )
@@ -163,7 +165,10 @@ class MyptCLI(LightningCLI):
         args, self.vocab_size_given = _take_option(
             list(sys.argv[1:] if args is None else args), VOCAB_SIZE_FLAG
         )
-        self.config = parser.parse_args(args)
+        try:
+            self.config = parser.parse_args(args)
+        except ArgumentError as e:  # a mistyped flag or config key: the nearest known one, and where
+            raise MyptError(argument_error_line(str(e), args, self._subcommand_parsers)) from None
         subcommand = self.config.get("subcommand")
         if subcommand is None:
             return
@@ -393,6 +398,9 @@ class MyptCLI(LightningCLI):
             # evaluating and sampling need no more than one device; Lightning's "auto" would start a
             # process per GPU (each printing the same sample). --trainer.devices N still asks for more
             kwargs["devices"] = 1
+        if self.subcommand == "predict":
+            devices = kwargs.get("devices", cfg.trainer.get("devices"))
+            _sample_on_at_most(len(cfg.data.prompts or ["\n"]), devices, cfg.trainer.get("num_nodes"), kwargs)
         if cfg.lightning_messages:
             kwargs["enable_model_summary"] = True
         strategy = cfg.trainer.get("strategy")
@@ -405,6 +413,12 @@ class MyptCLI(LightningCLI):
             # accelerator whose package is missing (tpu without torch_xla)
             raise MyptError(" ".join(str(e).split())) from None
         check_strategy(trainer.strategy)  # here, before Lightning starts the other ranks
+        if self.subcommand == "predict" and trainer.world_size > len(cfg.data.prompts or ["\n"]):
+            # processes started by torchrun or SLURM, or several machines: their number is not ours
+            raise MyptError(
+                f"{len(cfg.data.prompts or [''])} prompts for {trainer.world_size} processes: every process "
+                "needs one; give more --data.prompts, or run on fewer processes"
+            )
         if self.subcommand == "fit":
             optim.check_strategy(trainer.strategy, self.model.hparams.optimizer)
         precision.use_tensor_cores(trainer.accelerator)
@@ -434,8 +448,15 @@ class MyptCLI(LightningCLI):
         if not bundle.is_bundle(bundle.bundle_path(cfg.model_name, cfg.checkpoint_dir)):
             shutil.rmtree(self.log_dir, ignore_errors=True)
 
+    def before_validate(self) -> None:
+        if self.trainer.is_global_zero:
+            best = self._get(self.config, "best")
+            print(evaluation_line("validating", self.resume_from, self.saved_state, best))
+
     def before_test(self) -> None:
         if self.trainer.is_global_zero:
+            best = self._get(self.config, "best")
+            print(evaluation_line("testing", self.resume_from, self.saved_state, best))
             held_out = 1 - self.datamodule.train_split
             print(
                 f"mypt: test evaluates the validation split (the last {held_out:.0%} of the text, as "
@@ -487,8 +508,28 @@ class MyptCLI(LightningCLI):
             torch.distributed.all_gather_object(gathered, samples)
             samples = {index: text for part in gathered for index, text in (part or {}).items()}
         if self.trainer.is_global_zero:
-            for _, text in sorted(samples.items()):
-                print(text)
+            prompts = datamodule.prompts or ["\n"]
+            print("\n\n".join(f"{sample_heading(i, prompts)}\n{text}" for i, text in sorted(samples.items())))
+
+
+def _sample_on_at_most(n_prompts: int, devices: Any, num_nodes: int | None, kwargs: dict[str, Any]) -> None:
+    """Fewer prompts than processes: sample on one process per prompt (Lightning's predict sampler
+    would leave a process without any, and fail). Decided from the arguments alone, so that the
+    processes Lightning starts decide the same."""
+    if isinstance(devices, str) and devices.strip().isdigit():
+        devices = int(devices)
+    elif isinstance(devices, str) and "," in devices:
+        devices = [int(d) for d in devices.split(",") if d.strip()]
+    count = len(devices) if isinstance(devices, list) else devices if isinstance(devices, int) else 0
+    if count <= n_prompts or (num_nodes or 1) > 1:  # -1 (every device), or several machines: not ours
+        return
+    kwargs["devices"] = devices[:n_prompts] if isinstance(devices, list) else n_prompts
+    if rank_zero_only.rank == 0:
+        print(
+            f"mypt: {n_prompts} prompt{'s' if n_prompts > 1 else ''}: sampling on {n_prompts} "
+            f"process{'es' if n_prompts > 1 else ''}, not {count}",
+            file=sys.stderr,
+        )
 
 
 def world_size_line(trainer: pl.Trainer, batch_size: int) -> str:
