@@ -267,5 +267,6 @@ def _converted(source: str, dest: Path) -> Path:
         raise MyptError(
             f"no mypt bundle at {source}; to start from the Hugging Face model {source}, {e}"
         ) from None
+    _load_hf_config(source)  # what mypt cannot compute is refused before the line below
     print(f"mypt: converting Hugging Face model {source} into the bundle {dest}", file=sys.stderr)
     return import_hf(source, dest)
