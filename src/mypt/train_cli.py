@@ -415,9 +415,10 @@ class MyptCLI(LightningCLI):
         check_strategy(trainer.strategy)  # here, before Lightning starts the other ranks
         if self.subcommand == "predict" and trainer.world_size > len(cfg.data.prompts or ["\n"]):
             # processes started by torchrun or SLURM, or several machines: their number is not ours
+            n = len(cfg.data.prompts or [""])
             raise MyptError(
-                f"{len(cfg.data.prompts or [''])} prompts for {trainer.world_size} processes: every process "
-                "needs one; give more --data.prompts, or run on fewer processes"
+                f"{n} prompt{'s' if n > 1 else ''} for {trainer.world_size} processes: every process needs "
+                "one; give more --data.prompts, or run on fewer processes"
             )
         if self.subcommand == "fit":
             optim.check_strategy(trainer.strategy, self.model.hparams.optimizer)
