@@ -267,7 +267,8 @@ class StepProgressBar(TQDMProgressBar):
         bar = self.train_progress_bar
         if trainer.max_steps is not None and trainer.max_steps > 0:
             bar.reset(total=trainer.max_steps)
-        bar.n = bar.initial = bar.last_print_n = trainer.global_step  # ETA from this run's own rate
+        bar.n = bar.initial = bar.last_print_n = trainer.global_step
+        bar.bar_format = self.TRAIN_BAR_FORMAT.format(left="")  # the time left once steps are timed
         bar.set_description("step")
 
     def on_train_batch_end(
