@@ -284,13 +284,20 @@ def test_export_gpt2_bundle_keeps_the_real_vocabulary_and_tokenizer(mypt, text_f
 
 
 def test_export_bpe_bundle_tokenizer_pipeline_and_back(mypt, text_file):
-    r = mypt("fit", *TINY, *NANOGPT_ARGS, "--data.input_file", text_file, "--data.tokenizer", "bpe",
-             "--data.vocab_size", "300", "--model.bias", "true", "--model_name", "own", "--trainer.max_steps", "10")  # fmt: skip
+    # nanoGPT's architecture with an untied head and its own MLP width: GPT-2 has both settings
+    r = mypt("fit", *TINY, *NANOGPT_ARGS, "--model.tie_embeddings", "false", "--model.mlp_hidden", "48",
+             "--data.input_file", text_file, "--data.tokenizer", "bpe", "--data.vocab_size", "300",
+             "--model.bias", "true", "--model_name", "own", "--trainer.max_steps", "10")  # fmt: skip
     assert r.code == 0, r
     r = mypt("export", "own", "out")
     assert r.code == 0, r
     hf_config = json.loads(Path("out/config.json").read_text())
     assert hf_config["vocab_size"] == 300 and hf_config["bos_token_id"] == hf_config["eos_token_id"] == 0
+    assert (hf_config["model_type"], hf_config["n_inner"], hf_config["tie_word_embeddings"]) == (
+        "gpt2",
+        48,
+        False,
+    )
     _, tokenizer, config = load_model("own")
     assert config["vocab_size"] == 320
     hf_tokenizer = transformers.AutoTokenizer.from_pretrained("out")
