@@ -135,6 +135,10 @@ class RunGuard(Callback):
                 file=sys.stderr,
                 flush=True,
             )
+            # the processes Lightning started stop too, as Lightning stops them on a KeyboardInterrupt
+            launcher = self._trainer.strategy.launcher if self._trainer is not None else None
+            if getattr(launcher, "procs", None):
+                launcher.kill(signal.SIGKILL)
             raise Interrupted(announced=True)
         self.stop_signal = signum
         step = f" ({self._trainer.global_step + 1})" if self._trainer is not None else ""
