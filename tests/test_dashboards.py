@@ -167,7 +167,8 @@ def test_time_left_counts_training_steps_only(mypt, text_file, monkeypatch):
 
     monkeypatch.setattr(GPTModule, "training_step", slow_train)
     monkeypatch.setattr(GPTModule, "validation_step", slow_validation)
-    args = [*TINY, "--trainer.enable_progress_bar", "true", "--data.input_file", text_file, "--model_name", "tiny"]
+    args = [*TINY, "--trainer.enable_progress_bar", "true", "--data.input_file", text_file,
+            "--model_name", "tiny"]  # fmt: skip
 
     def time_left(out: str) -> dict[int, str]:
         """step -> the time left on the last progress line of that step."""

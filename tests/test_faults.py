@@ -68,7 +68,10 @@ def assert_consistent_bundle(path: Path) -> int:
 def start_fit(*args: str, cwd: Path) -> subprocess.Popen:
     """`python -m mypt fit ...` in a child process, for signals and kills (this folder on its
     PYTHONPATH, for the test callbacks named by --trainer.callbacks)."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]),
+    }
     return subprocess.Popen(
         [sys.executable, "-m", "mypt", "fit", *map(str, args)],
         cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
