@@ -209,7 +209,8 @@ def test_list_inspect_generate_and_export_know_the_best(overfit, mypt, tmp_path)
     r = mypt("export", "over", "--best", "hf_best")
     assert r.code == 0, r
     exported = load_file(tmp_path / "hf_best" / "model.safetensors")
-    assert torch.equal(exported["transformer.wte.weight"], kept.transformer.wte.weight)
+    # the default architecture exports to Qwen3ForCausalLM, whose token embedding is model.embed_tokens
+    assert torch.equal(exported["model.embed_tokens.weight"], kept.transformer.wte.weight)
 
 
 def test_a_resumed_run_keeps_the_best_and_early_stopping_ends_it(overfit, mypt):
