@@ -12,6 +12,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 from mypt.bundle import DEFAULT_ROOT, get_model_info, is_bundle, resolve_best
@@ -242,11 +243,13 @@ def _interrupted(announced: bool) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # a time budget (--trainer.max_time) counts from here: the process's start for the command itself
+    started = time.monotonic() - (_process_age() if argv is None else 0.0)
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = os.environ.get("MYPT_DEBUG", "") not in ("", "0")
     try:
         if argv and argv[0] in TRAINING_SUBCOMMANDS:
-            return _train(_name_as_ckpt_path(argv), debug)
+            return _train(_name_as_ckpt_path(argv), debug, started)
         parser = _reader_parser()
         args = parser.parse_args(argv)
         args.func(args)
@@ -262,7 +265,18 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
 
-def _train(argv: list[str], debug: bool) -> int:
+def _process_age() -> float:
+    """Seconds since this process started (Linux's /proc; 0 elsewhere): the interpreter's start and
+    the imports before main() count against a time budget too."""
+    try:
+        start_ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        return max(0.0, uptime - start_ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+def _train(argv: list[str], debug: bool, started: float | None = None) -> int:
     from jsonargparse import ArgumentError
     from lightning.fabric.utilities.exceptions import MisconfigurationException
 
@@ -271,7 +285,7 @@ def _train(argv: list[str], debug: bool) -> int:
 
     try:
         with interrupts_at_once():  # Ctrl-C inside Lightning's start-up would otherwise exit 1
-            run(argv)
+            run(argv, started=started)
     except (ArgumentError, MisconfigurationException) as e:
         if debug:
             raise

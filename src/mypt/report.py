@@ -396,3 +396,36 @@ def _yaml_key_line(text: str, key: str) -> int | None:
             return None
         key_node, node = found
     return key_node.start_mark.line + 1
+
+
+def duration_text(seconds: float) -> str:
+    """'45 s', '2 min 5 s', '1 h 20 min': a duration as a person reads it."""
+    seconds = max(0.0, seconds)
+    if seconds < 60:
+        return f"{seconds:.1f} s" if seconds < 10 else f"{seconds:.0f} s"
+    minutes, secs = divmod(int(round(seconds)), 60)
+    if minutes < 60:
+        return f"{minutes} min {secs} s" if secs else f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min" if minutes else f"{hours} h"
+
+
+def budget_line(summary: dict, stopped: str | None) -> str:
+    """How a run with --trainer.max_time spent its budget: start-up, training, validation, saving
+    (mypt.budget.TimeBudget.summary), and how it ended."""
+    parts, counts = summary["parts"], summary["counts"]
+    spent = summary["spent_before"] + summary["this_run"]
+    shares = [
+        f"start-up {duration_text(parts['start-up'])}",
+        f"training {duration_text(parts['training'])} ({counts['steps']:,} steps)",
+        f"validation {duration_text(parts['validation'])} ({counts['validations']})",
+        f"saving {duration_text(parts['saving'])} ({counts['saves']})",
+    ]
+    if parts.get("other", 0) >= 0.05:
+        shares.append(f"the rest {duration_text(parts['other'])}")
+    before = f"; {duration_text(summary['spent_before'])} by earlier runs" if summary["spent_before"] else ""
+    return (
+        f"mypt: time budget {duration_text(summary['budget'])}: {duration_text(spent)} spent "
+        f"({spent / summary['budget']:.0%}{before}); this run: {', '.join(shares)}"
+        + (f"; {stopped}" if stopped else "")
+    )

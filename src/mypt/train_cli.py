@@ -26,7 +26,7 @@ from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, Progress
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities import rank_zero_only
 
-from mypt import bundle, corpus, fsdp, optim, precision
+from mypt import budget, bundle, corpus, fsdp, optim, precision
 from mypt.checkpointing import BundleCheckpoint
 from mypt.config import ARCHITECTURE_KEYS, DATA_ARCHITECTURE_KEYS
 from mypt.dashboard import StepTensorBoardLogger, TrainingDashboard, progress_callback, start_header
@@ -35,7 +35,14 @@ from mypt.errors import MyptError
 from mypt.guards import RunGuard, check_strategy
 from mypt.hf import resolve_init_from
 from mypt.module import GPTModule
-from mypt.report import argument_error_line, early_stop_line, evaluation_line, run_end_line, sample_heading
+from mypt.report import (
+    argument_error_line,
+    budget_line,
+    early_stop_line,
+    evaluation_line,
+    run_end_line,
+    sample_heading,
+)
 from mypt.schedule import check_last_step, continue_schedule, lr_at
 
 TRAINER_DEFAULTS: dict[str, Any] = {
@@ -91,7 +98,9 @@ class ValLossEarlyStopping(EarlyStopping):
 
 
 class MyptCLI(LightningCLI):
-    def __init__(self, args: list[str] | None = None, run: bool = True) -> None:
+    def __init__(self, args: list[str] | None = None, run: bool = True, started: float | None = None) -> None:
+        self.started = time.monotonic() if started is None else started  # the budget counts from here
+        self.budget: budget.StartPlan | None = None  # --trainer.max_time's plan (mypt.budget)
         self.resume_from: Path | None = None
         self.saved_state: dict = {}
         self.saved_config: dict = {}
@@ -165,6 +174,7 @@ class MyptCLI(LightningCLI):
         args, self.vocab_size_given = _take_option(
             list(sys.argv[1:] if args is None else args), VOCAB_SIZE_FLAG
         )
+        args, size = _take_option(args, "--model.size")  # mypt.sizing: not an architecture key
         try:
             self.config = parser.parse_args(args)
         except ArgumentError as e:  # a mistyped flag or config key: the nearest known one, and where
@@ -219,7 +229,8 @@ class MyptCLI(LightningCLI):
         # the url downloads the config's (or the bundle's) own input_file, never one named instead
         data = cfg.data
         data.url = corpus.url_for(data.input_file, data.url, cfg.get("config"), self.saved_state.get("data"))
-        check_last_step(cfg.trainer.max_steps)
+        if subcommand != "fit" or cfg.trainer.get("max_time") is None:
+            check_last_step(cfg.trainer.max_steps)
         patience, min_delta = cfg.early_stopping.patience, cfg.early_stopping.min_delta
         if patience is not None and patience < 0:
             raise MyptError(f"--early_stopping.patience must not be negative, got {patience}")
@@ -231,6 +242,8 @@ class MyptCLI(LightningCLI):
                 f"--trainer.val_check_interval must be positive, got {interval}: it is the number of steps "
                 "between validations (and saves); to validate rarely, give a large one, e.g. max_steps"
             )
+        if subcommand == "fit":
+            self.budget = self._plan_budget(cfg, args, size, source)
         step = self.saved_state.get("step", 0)
         if subcommand == "fit" and source is not None and step >= cfg.trainer.max_steps:
             print(
@@ -239,6 +252,22 @@ class MyptCLI(LightningCLI):
             )
             raise NothingToTrain
         self._choose_precision(subcommand, cfg)
+
+    def _plan_budget(self, cfg, args: list[str], size: str | None, source: Path | None):
+        """--trainer.max_time and --model.size (mypt.budget, mypt.sizing), timed with the real module."""
+        device = precision.device_type(cfg.trainer.get("accelerator"))
+
+        def build(kwargs: dict):
+            module = GPTModule(**kwargs)
+            return module.model, module.configure_optimizers()
+
+        def precision_for(n_embd: int, tokens_per_step: int) -> str:
+            given = cfg.trainer.get("precision")
+            return precision.choose(device, given, False, n_embd=n_embd, tokens_per_step=tokens_per_step).precision
+
+        saved = self.saved_state if source is not None else None
+        fine_tuning = bool(cfg.model.init_from)
+        return budget.plan_fit(cfg, args, self.started, saved, fine_tuning, size, build, precision_for, device)
 
     def _choose_precision(self, subcommand: str, cfg) -> None:
         """Unset --trainer.precision and --model.compile become concrete values chosen for the hardware
@@ -296,6 +325,7 @@ class MyptCLI(LightningCLI):
             automatic = [name for name in automatic if name == "compile"]
         skip = {"trainer.precision" if name == "precision" else f"model.{name}" for name in automatic}
         defaults.update({k: v for k, v in saved.items() if not k.startswith("data.") and k not in skip})
+        defaults.update(budget.resume_defaults(self.saved_state))  # its budget and step cap
         for key in ("input_file", "train_split", "seed", "url", "val_files", "text_field", "extensions"):
             if f"data.{key}" in saved:
                 defaults[f"data.{key}"] = saved[f"data.{key}"]
@@ -391,6 +421,8 @@ class MyptCLI(LightningCLI):
                 ValLossEarlyStopping(cfg.early_stopping.patience, cfg.early_stopping.min_delta, saver)
             )
         callbacks.append(saver)
+        if self.budget is not None:  # after the saver: it adds its record to the bundle's
+            callbacks.append(self.budget.callback(self.started))
         has_bar = any(isinstance(c, ProgressBar) for c in callbacks)  # Lightning accepts only one
         if cfg.trainer.get("enable_progress_bar") is not False and not has_bar:
             callbacks.append(progress_callback())
@@ -471,6 +503,8 @@ class MyptCLI(LightningCLI):
         print(start_header(self.trainer, self.model, self.datamodule, saver.dirpath, saver.resume_step))
         if self.speed is not None:
             print(self.speed.line())
+        if self.budget is not None:
+            print("\n".join(self.budget.lines()))
         if self.resume_from is not None:
             files = self.datamodule.settings()["files"]
             print(resume_report(self.resume_from, self.saved_state, self.config["fit"], files))
@@ -490,6 +524,9 @@ class MyptCLI(LightningCLI):
                     saver.dirpath, saver.last_saved_step, saver.last_val_loss, saver.last_val_bpb, best
                 )
             )
+            timer = next((c for c in self.trainer.callbacks if isinstance(c, budget.TimeBudget)), None)
+            if timer is not None:
+                print(budget_line(timer.summary(), timer.stopped))
         if guard.stop_signal is not None:
             name = signal.Signals(guard.stop_signal).name
             print(
@@ -684,11 +721,13 @@ def _input_changes(saved: dict, files: list[dict] | None, input_file) -> list[st
     ]
 
 
-def run(args: list[str] | None = None) -> None:
+def run(args: list[str] | None = None, started: float | None = None) -> None:
     try:
-        MyptCLI(args=args)
+        MyptCLI(args=args, started=started)
     except NothingToTrain:
         pass
+    except budget.NothingLeft as e:
+        print(e)
     finally:
         _leave_process_group()
 
