@@ -376,28 +376,33 @@ def test_a_qwen3_of_gpt2s_vocabulary_imports_with_padding_rows_that_never_win(tm
     assert (probs[..., GPT2_VOCAB_SIZE:].amax(-1) <= 1 / GPT2_VOCAB_SIZE).all()
 
 
+DIFFERS = "odd differs from mypt's GPT: "
+
+
 @pytest.mark.parametrize(
-    "config, problem",
+    "kind, config, error",
     [
-        ({"num_key_value_heads": 1}, "num_key_value_heads 1 != num_attention_heads 2"),
-        ({"head_dim": 8}, "head_dim 8 != hidden_size / num_attention_heads"),
         (
-            {"rope_parameters": {"rope_type": "linear", "rope_theta": 1e4, "factor": 2.0}},
-            "RoPE scaling 'linear'",
+            "Qwen3Config",
+            {"num_key_value_heads": 1},
+            DIFFERS + "num_key_value_heads 1 != num_attention_heads 2",
         ),
+        ("Qwen3Config", {"head_dim": 8}, DIFFERS + "head_dim 8 != hidden_size / num_attention_heads"),
+        (
+            "Qwen3Config",
+            {"rope_parameters": {"rope_type": "linear", "rope_theta": 1e4, "factor": 2.0}},
+            DIFFERS + "RoPE scaling 'linear'",
+        ),
+        ("Qwen3Config", {}, "odd has a vocabulary of 64 tokens and no mypt_tokenizer.json"),
+        ("MistralConfig", {}, "odd is a 'mistral' model: mypt imports gpt2, llama and qwen3 models only"),
     ],
 )
-def test_import_refuses_what_mypt_cannot_compute_in_one_line(mypt, text_file, config, problem):
+def test_import_refuses_what_mypt_cannot_use_in_one_line(mypt, text_file, kind, config, error):
     settings = dict(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
                     num_attention_heads=2, num_key_value_heads=2, head_dim=16)  # fmt: skip
-    transformers.Qwen3Config(**{**settings, **config}).save_pretrained("odd")  # refused before any weights
+    getattr(transformers, kind)(**{**settings, **config}).save_pretrained("odd")  # refused before any weights
     r = mypt("fit", "--model.init_from", "odd", "--model_name", "ft", "--data.input_file", text_file)
-    assert (
-        r.code == 2
-        and r.err.count("\n") == 1
-        and r.err.startswith("mypt: error: odd differs from mypt's GPT")
-    ), r
-    assert problem in r.err
+    assert r.code == 2 and r.err.count("\n") == 1 and r.err.startswith(f"mypt: error: {error}"), r
     assert not Path("checkpoints").exists() or not any(Path("checkpoints").iterdir())
 
 

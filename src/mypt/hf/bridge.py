@@ -141,9 +141,7 @@ def _load_hf_config(source: str) -> tuple[HFClass, Any]:
         raise MyptError(f"cannot load Hugging Face model {source}: {reason}") from None
     model_type = getattr(hf_config, "model_type", None)
     if model_type not in BY_MODEL_TYPE:
-        raise MyptError(
-            f"{source} is a {model_type!r} model: mypt imports {', '.join(c.model_type for c in CLASSES)} models only"
-        )
+        raise MyptError(f"{source} is a {model_type!r} model: mypt imports gpt2, llama and qwen3 models only")
     hf_class = BY_MODEL_TYPE[model_type]
     problems = hf_class.problems(hf_config)
     if problems:
@@ -267,6 +265,7 @@ def _converted(source: str, dest: Path) -> Path:
         raise MyptError(
             f"no mypt bundle at {source}; to start from the Hugging Face model {source}, {e}"
         ) from None
-    _load_hf_config(source)  # what mypt cannot compute is refused before the line below
+    _, hf_config = _load_hf_config(source)  # what mypt cannot import is refused before the line below
+    tokenizer_of(source, hf_config.vocab_size)
     print(f"mypt: converting Hugging Face model {source} into the bundle {dest}", file=sys.stderr)
     return import_hf(source, dest)
