@@ -5,7 +5,8 @@ and the base of Qwen3ForCausalLM (qwen3.py), which adds the per-head q/k RMSNorm
   mlp.c_fc (rows: gate, then up); transformers keeps them apart: the fused matrices are split by
   rows on export and concatenated on import. Every matrix is (out, in) on both sides.
 - RoPE: both use the "rotate_half" layout (channel i pairs with i + head_dim / 2) with float32
-  tables, and RMSNorm with eps 1e-6 and a weight, so the logits agree to float32 rounding.
+  tables, and RMSNorm with eps 1e-6 and a weight, so the logits agree: bit for bit in float32 on a
+  CPU (measured on random models of 6 x 384 and 12 x 768; the export checks every model on a probe).
 - One key/value head per query head (num_key_value_heads = num_attention_heads), head_dim =
   hidden_size / num_attention_heads, RoPE without scaling: an import of anything else is refused.
 - The vocabulary's padding rows are exported with the rest (vocab_size may exceed the tokenizer's
