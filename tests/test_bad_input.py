@@ -259,6 +259,17 @@ def test_bad_yaml_config(mypt, saved, text_file, tmp_path, case):
     assert snapshot() == before
 
 
+def test_print_config_names_the_config_file_too(mypt, tmp_path):
+    """--print_config reads the config the same way; jsonargparse words the unknown key otherwise there
+    ("Group 'trainer' does not accept option 'max_step'")."""
+    config = tmp_path / "typo.yaml"
+    config.write_text("seed_everything: 3\ntrainer:\n  max_step: 100\n")
+    r = mypt("fit", "--config", config, "--print_config")
+    assert_one_error_line(
+        r, f"{config}, line 3: unknown key trainer.max_step (did you mean trainer.max_steps?)"
+    )
+
+
 @pytest.mark.parametrize(
     ("args", "expect"),
     [(("generate", "tiny", "--max_new", "5"), "--max_new 5 (did you mean --max_new_tokens?)"),

@@ -367,9 +367,13 @@ def _config_error_line(message: str, args: list[str], options: list[str]) -> str
             return f"{path}, line {mark.line + 1}, column {mark.column + 1}: this is not YAML ({what})"
         except yaml.YAMLError as e:
             return f"{path}: this is not YAML ({' '.join(str(e).split())})"
-    unknown = re.search(r"does not accept option '([^']+)'", message)
+    # "Subcommand 'fit' does not accept option 'model.n_layers'"; "Group 'trainer' ... 'max_step'"
+    unknown = re.search(r"(?:Group '([^']+)'|Subcommand '[^']+') does not accept option '([^']+)'", message)
     bad_value = re.search(r'Parser key "([^"]+)"', message)
-    key = (unknown or bad_value).group(1) if unknown or bad_value else None
+    if unknown:
+        key = ".".join(part for part in unknown.groups() if part)
+    else:
+        key = bad_value.group(1) if bad_value else None
     if key is None or (bad_value and any(arg.split("=", 1)[0] == f"--{key}" for arg in args)):
         return None  # not from a config file: the command line gave the value
     for path, text in texts.items():  # jsonargparse reads them in order and stops at the first mistake
