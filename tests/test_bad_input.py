@@ -363,7 +363,7 @@ READERS = {
     bundle.TOKENIZER_FILE: ("fit", "inspect", "generate"),
     bundle.TRAINING_STATE_FILE: ("fit", "inspect"),
     bundle.MODEL_FILE: ("fit", "inspect", "generate"),
-    bundle.OPTIMIZER_FILE: ("fit", "inspect"),
+    bundle.OPTIMIZER_FILE: ("fit",),  # inspect shows the rest and names the damage (test_best_model.py)
     bundle.MANIFEST_FILE: ("fit", "inspect", "generate"),
 }
 COMMANDS = {"fit": FIT, "inspect": INSPECT, "generate": GENERATE}

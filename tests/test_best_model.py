@@ -300,3 +300,34 @@ def test_bad_early_stopping_and_checkpoint_settings(mypt, text_file, args, messa
     r = mypt("fit", *TINY, "--data.input_file", text_file, "--trainer.max_steps", "5", *args)
     assert message in _error(r)
     assert not Path("checkpoints").exists()
+
+
+def test_evaluation_needs_the_weights_alone(overfit, mypt):
+    """validate/test/predict read config.json, model.pt and tokenizer.json: a best model's folder, a
+    folder holding only those three, or a bundle whose optimizer.pt is damaged, which `inspect` shows
+    with the damage named; resuming it is what fails, with a way forward."""
+    quiet = ("--trainer.enable_progress_bar", "false")
+    best = _best_json()
+    r = mypt("validate", "checkpoints/over/best", *quiet)
+    assert r.code == 0, r
+    line = next(line for line in r.out.splitlines() if "val/loss" in line)
+    assert float(re.findall(r"\d+\.\d+", line)[0]) == pytest.approx(best["val_loss"], rel=1e-5)
+
+    Path("plain").mkdir()
+    for name in (bundle.CONFIG_FILE, bundle.MODEL_FILE, bundle.TOKENIZER_FILE):
+        shutil.copy(Path("checkpoints/over") / name, Path("plain") / name)
+    for command in ("validate", "test"):
+        r = mypt(command, "plain/", "--data.input_file", "notes.txt", *quiet)
+        assert r.code == 0 and f"{command.replace('validate', 'val')}/loss" in r.out, r
+    r = mypt("predict", "plain/", "--data.input_file", "notes.txt", "--data.prompts", '["ROMEO"]', *quiet)
+    assert r.code == 0 and "ROMEO" in r.out, r
+
+    optimizer = Path("checkpoints/over/optimizer.pt")
+    optimizer.write_bytes(optimizer.read_bytes()[:1000])
+    r = mypt("inspect", "over")
+    assert r.code == 0 and "Last recorded training step: 210" in r.out, r
+    assert "optimizer.pt is 1000 bytes but manifest.json says" in r.out and "cannot resume" in r.out, r.out
+    r = mypt("validate", "over", *quiet)
+    assert r.code == 0 and "val/loss" in r.out, r
+    line = _error(mypt("fit", "--ckpt_path", "over", "--trainer.max_steps", "220"))
+    assert "optimizer.pt is 1000 bytes" in line and "--model.init_from checkpoints/over" in line

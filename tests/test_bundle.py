@@ -248,3 +248,67 @@ def test_a_model_name_shadowed_by_its_text_folder_finds_the_bundle():
     assert bundle.resolve_bundle("books") == Path("checkpoints/books")
     with pytest.raises(MyptError, match="books is not a mypt bundle"):
         bundle.resolve_bundle("books/")  # a path names that folder only
+
+
+def test_a_bare_name_opens_what_mypt_list_shows(mypt):
+    """A name `mypt list` shows opens that bundle, even when a folder of the same name is here (a
+    copy of a bundle, or the README's Hugging Face export `dante-hf/`); a path opens the folder."""
+    write(Path("checkpoints/m"), 5)
+    write(Path("m"), 7, seed=1)  # a bundle copied here under the same name
+    r = mypt("inspect", "m")
+    assert r.code == 0 and "Last recorded training step: 5" in r.out, r
+    assert "m names checkpoints/m" in r.err and "./m" in r.err, r.err  # the other one, and how to name it
+    r = mypt("inspect", "./m")
+    assert r.code == 0 and "Last recorded training step: 7" in r.out and not r.err, r
+
+    Path("h").mkdir()  # a transformers folder, as `mypt export NAME h/` writes it
+    (Path("h") / "config.json").write_text(json.dumps({"model_type": "gpt2", "n_layer": 1}))
+    write(Path("checkpoints/h"), 3)  # the bundle `--model.init_from h/` converted it into
+    r = mypt("inspect", "h")
+    assert r.code == 0 and "Last recorded training step: 3" in r.out, r
+    r = mypt("inspect", "h/")
+    line = r.err.strip()
+    assert r.code == 2 and "\n" not in line and line.startswith("mypt: error: h/ is a Hugging Face"), r
+    assert "--model.init_from h/" in line
+
+
+def _advice(line: str) -> list[str]:
+    """The `mypt fit ...` command an error line advises, as arguments (NEW_NAME and all)."""
+    import re
+
+    found = re.search(r"`mypt fit ([^`]*)`", line)
+    assert found, line
+    return found.group(1).split()
+
+
+def test_architecture_errors_give_advice_that_works_when_followed(mypt, text_file):
+    from conftest import TINY
+
+    run = ("--trainer.max_steps", "2", "--trainer.limit_val_batches", "1")
+    assert mypt("fit", *TINY, *run, "--data.input_file", text_file, "--model_name", "base").code == 0
+    given = (*TINY, *run, "--data.input_file", text_file)
+
+    # a new depth on resume, then as a fine-tune: a new model, trained from scratch under a new name
+    for attempt in (("--ckpt_path", "base"), ("--model.init_from", "base", "--model_name", "v")):
+        r = mypt("fit", *given, *attempt, "--model.n_layer", "3")
+        line = r.err.strip().splitlines()[-1]
+        assert r.code == 2 and "n_layer=2" in line and "a new model" in line, r
+        assert "dropout" in line and "batch_size" in line  # what a fine-tune can change
+        advice = _advice(line)
+        assert "--model.init_from" not in advice and "--ckpt_path" not in advice, line
+        new_name = [a.replace("NEW_NAME", f"deep{len(attempt)}") for a in advice]
+        r = mypt("fit", *given, *new_name)
+        assert r.code == 0, (line, r)
+        assert bundle.load_config(Path(f"checkpoints/deep{len(attempt)}"))["n_layer"] == 3
+
+    # a new dropout on resume: a fine-tune into a new bundle can take it
+    r = mypt("fit", *given, "--ckpt_path", "base", "--model.dropout", "0.1")
+    line = r.err.strip().splitlines()[-1]
+    assert r.code == 2 and "dropout=0.0" in line, r
+    advice = _advice(line)
+    assert "--model.init_from" in advice and "--model.dropout" in advice, line
+    r = mypt("fit", *given, *[a.replace("NEW_NAME", "wet") for a in advice])
+    assert r.code == 0, (line, r)
+    assert bundle.load_config(Path("checkpoints/wet"))["dropout"] == 0.1
+    lineage = bundle.load_training_state(Path("checkpoints/wet"))["init_from"]
+    assert lineage["path"] == str(Path("checkpoints/base"))

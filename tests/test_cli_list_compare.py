@@ -99,3 +99,36 @@ def test_reading_commands_do_not_import_lightning(two_models):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().split("\n")[-1] == "CLEAN"
+
+
+def test_a_fine_tune_keeps_its_parents_batch_size_and_hugging_face_origin(mypt, text_file):
+    """A bundle converted from Hugging Face that has a best model since: fine-tunes from it and from
+    its best/ each record the step and the Hugging Face origin, and keep its batch size (6) unless
+    --data.batch_size is given."""
+    from mypt import bundle
+    from mypt.model import GPT, GPTConfig
+    from mypt.tokenizer import CharTokenizer
+
+    tokenizer = CharTokenizer.from_text(text_file.read_text(encoding="utf-8"))
+    arch = {"block_size": 16, "vocab_size": tokenizer.vocab_size, "n_embd": 32, "n_head": 2, "n_layer": 2,
+            "dropout": 0.0, "bias": True}  # fmt: skip
+    config = GPTConfig(**arch)
+    bundle.write_bundle(
+        "checkpoints/conv", model_state=GPT(config).state_dict(),
+        config={"batch_size": 6, **config.to_dict(), "device": "cpu"}, tokenizer=tokenizer.to_dict(),
+        training_state={"step": 0, "imported_from": "hf-folder", "training_config": {}, "history": []},
+        optimizer_state=None, best={"step": 0, "val_loss": 4.0},
+    )  # fmt: skip
+    run = ("--trainer.max_steps", "1", "--trainer.limit_val_batches", "1", "--trainer.enable_progress_bar",
+           "false", "--dashboard.max_new_tokens", "0", "--data.input_file", text_file)  # fmt: skip
+    for parent, name in (("checkpoints/conv", "a"), ("checkpoints/conv/best", "b")):
+        r = mypt("fit", *run, "--model.init_from", parent, "--model_name", name)
+        assert r.code == 0, r
+        assert _state(name)["init_from"] == {"path": str(Path(parent)), "step": 0, "imported_from": "hf-folder"}
+        assert bundle.load_config(Path(f"checkpoints/{name}"))["batch_size"] == 6
+    rows = {row["name"]: row for row in json.loads(mypt("list", "--json").out)}
+    assert rows["b"]["parent"] == f"{Path('checkpoints/conv/best')}@0 (hf:hf-folder)"
+    r = mypt("fit", *run, "--model.init_from", "a", "--model_name", "c", "--data.batch_size", "3")
+    assert r.code == 0 and bundle.load_config(Path("checkpoints/c"))["batch_size"] == 3, r
+    # the origin of the weights stays known down the line
+    assert _state("c")["init_from"]["imported_from"] == "hf-folder"

@@ -108,7 +108,9 @@ def test_architecture_override_is_refused(mypt, text_file, flag, value, key):
     assert r.code != 0
     lines = r.err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("mypt: error: "), r
-    assert key in lines[0] and value in lines[0].lower() and "init_from" in lines[0]
+    assert key in lines[0] and value in lines[0].lower()
+    # a fine-tune can change dropout and batch_size; another shape is a new model (test_bundle.py follows both)
+    assert ("init_from" if key in ("dropout", "batch_size") else "a new model") in lines[0]
     assert Path("checkpoints/tiny/model.pt").read_bytes() == before
 
 

@@ -58,6 +58,8 @@ BEST_DIR = "best"
 BEST_FILE = "best.json"
 # what the best model holds: enough to use it (generate, export, validate), no optimizer
 BEST_FILES = (MODEL_FILE, CONFIG_FILE, TOKENIZER_FILE, BEST_FILE)
+# what evaluating (validate, test, predict), generating and exporting read: the weights and how to use them
+WEIGHT_FILES = (MODEL_FILE, CONFIG_FILE, TOKENIZER_FILE)
 
 # config.json holds exactly these keys, in this order: the design note's (device the last of them),
 # then the architecture options added since (an older bundle lacks them: nanoGPT's values, NANOGPT)
@@ -102,28 +104,64 @@ def bundle_path(model_name: str, root: str | os.PathLike = DEFAULT_ROOT) -> Path
 
 
 def resolve_bundle(name_or_path: str | os.PathLike, root: str | os.PathLike = DEFAULT_ROOT) -> Path:
-    """A bundle folder from a path, or from a bare model name looked up under `root`.
+    """A bundle folder from a path, or from a bare model name.
 
-    Raises MyptError unless the folder holds at least config.json; repairs a swap cut short by a kill.
+    A bare name (no path separator) is first the bundle `mypt list` shows under `root`, even when a
+    folder of that name is here too: the text the model was named after (`mypt fit --data.input_file
+    books/` trains checkpoints/books), the README's Hugging Face export `dante-hf/`, or a copy of the
+    bundle (then a note names the one taken and how to name the other). A path (`./m`, `dante-hf/`)
+    names that folder alone. Raises MyptError unless the folder is a mypt bundle (config.json, and
+    not a transformers one); repairs a swap cut short by a kill.
     """
     text = str(name_or_path)
-    candidates = [Path(text)]
-    if os.sep not in text and "/" not in text:
-        candidates.append(Path(root) / text)
-    not_bundles = []
-    for path in candidates:
-        _recover_interrupted_swap(path)
-        if path.is_dir():
-            if (path / CONFIG_FILE).is_file():
-                return path
-            # a bare name may also be a folder here: the text a model was named after (`mypt fit
-            # --data.input_file books/` trains checkpoints/books), so look under root before refusing
-            not_bundles.append(path)
-    if not_bundles:
-        raise MyptError(f"{not_bundles[0]} is not a mypt bundle: {CONFIG_FILE} is missing")
-    if Path(text).exists():
+    here = Path(text)
+    bare = os.sep not in text and "/" not in text
+    under_root = Path(root) / text
+    if bare and under_root != here and is_bundle(under_root):
+        if is_bundle(here) and not _is_hf_folder(here) and here.resolve() != under_root.resolve():
+            _note_once(
+                f"mypt: {text} names {under_root} (the bundle `mypt list` shows); "
+                f"for the bundle in this folder, name it ./{text}"
+            )
+        return under_root
+    _recover_interrupted_swap(here)
+    if here.is_dir():
+        if _is_hf_folder(here):
+            raise MyptError(
+                f"{text} is a Hugging Face (transformers) model folder, not a mypt bundle: fine-tune from it "
+                f"with --model.init_from {text} (converted once into a bundle under {root}/, which "
+                "inspect, generate and validate then read)"
+            )
+        if (here / CONFIG_FILE).is_file():
+            return here
+        raise MyptError(f"{here} is not a mypt bundle: {CONFIG_FILE} is missing")
+    if bare and under_root.is_dir():
+        raise MyptError(f"{under_root} is not a mypt bundle: {CONFIG_FILE} is missing")
+    if here.exists():
         raise MyptError(f"{text} is not a bundle folder")
-    raise MyptError(f"no bundle at {text}" + (f" (nor {candidates[-1]})" if len(candidates) > 1 else ""))
+    raise MyptError(f"no bundle at {text}" + (f" (nor {under_root})" if bare else ""))
+
+
+_NOTED: set[str] = set()
+
+
+def _note_once(line: str) -> None:
+    """A note on stderr, once per process (a command resolves the same name more than once)."""
+    key = f"{os.getcwd()}\0{line}"
+    if key not in _NOTED:
+        _NOTED.add(key)
+        print(line, file=sys.stderr)
+
+
+def _is_hf_folder(path: Path) -> bool:
+    """A transformers model folder: its config.json names a model_type (a mypt config.json never does)."""
+    file = path / CONFIG_FILE
+    if not file.is_file():
+        return False
+    try:
+        return "model_type" in read_json(file)
+    except MyptError:
+        return False
 
 
 def is_bundle(path: str | os.PathLike) -> bool:
@@ -544,13 +582,40 @@ def flat_settings(training_state: dict) -> dict[str, Any]:
     }
 
 
+def check_weights(path: Path) -> None:
+    """What reading the weights needs (evaluation, generation, export, a fine-tune's parent):
+    config.json, tokenizer.json and model.pt there with the sizes the manifest records, and
+    config.json and tokenizer.json agreeing. Any folder holding these three passes: a best model, an
+    imported Hugging Face model (no optimizer.pt), a bundle whose optimizer.pt is damaged."""
+    verify_bundle(path, check_hash=False, names=WEIGHT_FILES)
+    load_tokenizer(path, load_config(path))
+    if not (path / MODEL_FILE).is_file():
+        raise MyptError(f"{path / MODEL_FILE} is missing")
+
+
+def optimizer_damage(path: Path) -> str | None:
+    """Why optimizer.pt cannot resume a run (missing, or its size not the manifest's), or None when
+    it looks whole or the folder has never had one (an imported model, a best model)."""
+    try:
+        verify_bundle(path, check_hash=False, names=(OPTIMIZER_FILE,))
+    except MyptError as e:
+        return str(e)
+    return None
+
+
 def check_resumable(path: Path) -> None:
     """Everything `mypt fit --ckpt_path` needs, checked before any data is read or model built:
     every file listed in the manifest has its recorded size, config.json and tokenizer.json agree,
     training_state.json is there and names the manifest's step, optimizer.pt is there."""
-    verify_bundle(path, check_hash=False)
-    config = load_config(path)
-    load_tokenizer(path, config)
+    check_weights(path)
+    fine_tune = f"to start a new run from these weights use --model.init_from {path} --model_name NEW_NAME"
+    if not (path / TRAINING_STATE_FILE).exists() and not (path / OPTIMIZER_FILE).exists():
+        what = "a best model" if (path / BEST_FILE).is_file() else "weights"
+        raise MyptError(
+            f"{path} holds {what} without {TRAINING_STATE_FILE} or {OPTIMIZER_FILE}, so training cannot "
+            f"resume from it; {fine_tune}"
+        )
+    verify_bundle(path, check_hash=False, names=(TRAINING_STATE_FILE,))
     state = load_training_state(path, required=True)
     if (path / MANIFEST_FILE).exists():
         manifest_step = _read_manifest(path).get("step")
@@ -559,11 +624,11 @@ def check_resumable(path: Path) -> None:
                 f"{path / TRAINING_STATE_FILE} says step {state.get('step')} but {MANIFEST_FILE} says "
                 f"{manifest_step}: the files come from different saves"
             )
+    damage = optimizer_damage(path)
+    if damage is not None:
+        raise MyptError(f"{damage}, so training cannot resume exactly; {fine_tune}")
     if not (path / OPTIMIZER_FILE).is_file():
-        raise MyptError(
-            f"{path / OPTIMIZER_FILE} is missing, so training cannot resume exactly; "
-            f"to start a new run from these weights use --model.init_from {path}"
-        )
+        raise MyptError(f"{path / OPTIMIZER_FILE} is missing, so training cannot resume exactly; {fine_tune}")
 
 
 def load_model_state(path: Path, map_location: str | torch.device = "cpu", verify: bool = True) -> dict:
@@ -667,11 +732,28 @@ def read_best(path: Path, warn: bool = False) -> dict | None:
     return {**info, "path": str(folder)}
 
 
-def weights_step(path: Path) -> int | None:
-    """The step a folder's weights come from: a bundle's training_state.json, or a best model's best.json."""
-    if (Path(path) / BEST_FILE).is_file():
-        return read_json(Path(path) / BEST_FILE).get("step")
-    return load_training_state(Path(path)).get("step")
+def weights_state(path: Path) -> dict:
+    """The training_state.json that describes the weights in a folder: its own, or, for a best model
+    (best.json, no training_state.json of its own), the bundle's it belongs to with best.json's step
+    and val loss. {} for weights with no record (a folder of config.json, model.pt, tokenizer.json)."""
+    path = Path(path)
+    if (path / BEST_FILE).is_file() and not (path / TRAINING_STATE_FILE).exists():
+        best = read_json(path / BEST_FILE)
+        state = load_training_state(path.parent)
+        return {**state, **{k: best.get(k) for k in ("step", "val_loss", "val_bpb")}}
+    return load_training_state(path)
+
+
+def lineage_record(path: Path) -> dict:
+    """What a fine-tune records of the folder it starts from (training_state.json's `init_from`): its
+    path, the step of its weights and, when they came from a Hugging Face model (converted, or
+    fine-tuned from a conversion), `imported_from`, all from one read of weights_state."""
+    state = weights_state(path)
+    record = {"path": str(path), "step": state.get("step")}
+    origin = state.get("imported_from") or (state.get("init_from") or {}).get("imported_from")
+    if origin:
+        record["imported_from"] = origin
+    return record
 
 
 def resolve_best(name_or_path: str | os.PathLike, root: str | os.PathLike = DEFAULT_ROOT) -> Path:
@@ -693,11 +775,13 @@ def get_model_info(name_or_path: str | os.PathLike, root: str | os.PathLike = DE
     """Everything a person wants to know about a bundle, from its JSON files alone (fast for any size):
     `config`, `tokenizer`, `training_state`, `files` (name -> bytes), `path`, `num_params`, and
     `best`: the best model's best.json (`step`, `val_loss`, `val_bpb`, `run`, ...), `path` and `files`,
-    or None.
+    or None, and `damaged`: file name -> what is wrong, for a damaged optimizer.pt (the rest of the
+    bundle still reads and its weights still load; only resuming needs it).
 
     File sizes are checked against the manifest (a stat, no hashing), so a truncated file shows up here."""
     path = resolve_bundle(name_or_path, root)
-    verify_bundle(path, check_hash=False)
+    verify_bundle(path, check_hash=False, names=tuple(n for n in BUNDLE_FILES if n != OPTIMIZER_FILE))
+    damage = optimizer_damage(path)
     config = load_config(path)
     tokenizer = load_tokenizer(path, config)
     summary = {"token_kind": tokenizer.kind}
@@ -720,6 +804,7 @@ def get_model_info(name_or_path: str | os.PathLike, root: str | os.PathLike = DE
         "files": file_sizes(path),
         "num_params": count_params(gpt_config(config, path / CONFIG_FILE)),
         "best": best,
+        "damaged": {OPTIMIZER_FILE: damage} if damage else {},
     }
 
 

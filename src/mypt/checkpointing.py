@@ -47,6 +47,9 @@ class BundleCheckpointIO(CheckpointIO):
         # left Lightning's barrier and can learn of it (see BundleCheckpoint.save)
         self.defer_errors = False
         self.deferred_error: Exception | None = None
+        # set by BundleCheckpoint.setup: validate, test and predict read the weights alone (a best
+        # model, an imported model or a bundle with a damaged optimizer.pt evaluates like any other)
+        self.evaluating = False
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
         try:
@@ -74,7 +77,7 @@ class BundleCheckpointIO(CheckpointIO):
         self, path, map_location: Any | None = None, weights_only: bool | None = None
     ) -> dict:
         path = bundle.resolve_bundle(path)
-        if (path / bundle.BEST_FILE).is_file():  # a best model (validate/test --best): weights only
+        if self.evaluating or (path / bundle.BEST_FILE).is_file():
             return self._load_weights_only(path)
         bundle.check_resumable(path)
         config = bundle.load_config(path)
@@ -91,10 +94,10 @@ class BundleCheckpointIO(CheckpointIO):
 
     @staticmethod
     def _load_weights_only(path: Path) -> dict:
-        bundle.verify_bundle(path, check_hash=False)
+        bundle.check_weights(path)
         config = bundle.load_config(path)
         model_state = bundle.build_model(path, config).state_dict()
-        step = bundle.read_json(path / bundle.BEST_FILE).get("step", 0)
+        step = bundle.weights_state(path).get("step") or 0
         return {
             "state_dict": {f"model.{k}": v for k, v in model_state.items()},
             "global_step": step,
@@ -199,6 +202,7 @@ class BundleCheckpoint(Callback):
         check_strategy(trainer.strategy)
         if not isinstance(trainer.strategy.checkpoint_io, BundleCheckpointIO):
             trainer.strategy.checkpoint_io = BundleCheckpointIO()
+        trainer.strategy.checkpoint_io.evaluating = stage != "fit"  # before Lightning restores ckpt_path
         self._device, self._rank = trainer.strategy.root_device, trainer.global_rank
         self._world_size = trainer.world_size
         if stage == "fit" and "PL_GLOBAL_SEED" in os.environ:
@@ -394,11 +398,9 @@ class BundleCheckpoint(Callback):
         )
         init_from = previous.get("init_from")
         if init_from is None and hparams.get("init_from"):
-            parent = bundle.resolve_bundle(hparams["init_from"])
-            init_from = {"path": str(parent), "step": bundle.weights_step(parent)}
-            imported_from = bundle.load_training_state(parent).get("imported_from")
-            if imported_from:  # a converted Hugging Face model: its real origin
-                init_from["imported_from"] = imported_from
+            # its step and, for weights that came from Hugging Face, their origin (a best/ folder
+            # has neither in a training_state.json of its own)
+            init_from = bundle.lineage_record(bundle.resolve_bundle(hparams["init_from"]))
         training_state = {
             "step": trainer.global_step,
             "optimizer_file": bundle.OPTIMIZER_FILE,

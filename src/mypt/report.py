@@ -47,17 +47,7 @@ def format_info(info: dict) -> str:
             )
         if "seed" in state:
             lines.append(f"Seed: {state['seed']}")
-        parent = state.get("init_from")
-        origin = (
-            f" (converted from Hugging Face {parent['imported_from']})"
-            if (parent or {}).get("imported_from")
-            else ""
-        )
-        lines.append(
-            f"Lineage: fine-tuned from {parent['path']} at step {parent['step']}{origin}"
-            if parent
-            else "Lineage: trained from scratch"
-        )
+        lines.append(lineage_line(state))
         history = state.get("history", [])
         if history:
             lines.append("History:")
@@ -70,12 +60,30 @@ def format_info(info: dict) -> str:
                     f"  run {run.get('run')}: steps {run.get('start_step')} -> {run.get('end_step')}, "
                     f"lr {lr}, {loss_text}, {run.get('started_at')} .. {run.get('ended_at')}{stopped}"
                 )
+    for name, damage in (info.get("damaged") or {}).items():
+        lines.append(
+            f"Damaged: {damage}: the weights still load (generate, validate, export, --model.init_from), "
+            f"but training cannot resume from this bundle without {name}"
+        )
     lines += ["", "=== FILES ==="]
     lines.append(f"Parameters: {info['num_params'] / 1e6:.2f}M")
     lines += [f"  {name:<20} {human_bytes(size):>10}" for name, size in info["files"].items()]
     best_files = (info.get("best") or {}).get("files", {})
     lines += [f"  {'best/' + name:<20} {human_bytes(size):>10}" for name, size in best_files.items()]
     return "\n".join(lines)
+
+
+def lineage_line(state: dict) -> str:
+    """Where a model came from, as `mypt list`'s PARENT says it: a fine-tune's parent (and the
+    Hugging Face model its weights first came from), a conversion from Hugging Face, or neither."""
+    parent = state.get("init_from")
+    if isinstance(parent, dict) and parent.get("path"):
+        origin = parent.get("imported_from")
+        origin_text = f" (originally the Hugging Face model {origin})" if origin else ""
+        return f"Lineage: fine-tuned from {parent['path']} at step {parent.get('step')}{origin_text}"
+    if state.get("imported_from"):
+        return f"Lineage: converted from the Hugging Face model {state['imported_from']}"
+    return "Lineage: trained from scratch"
 
 
 def _bpb_text(bpb: object) -> str:
@@ -163,6 +171,7 @@ def list_row(info: dict) -> dict:
         "params": info["num_params"],
         "size": sum(info["files"].values()),
         "parent": parent_of(state),
+        "damaged": info.get("damaged") or {},
     }
 
 
@@ -191,6 +200,9 @@ def format_list(rows: list[dict], problems: list[tuple[str, str]]) -> str:
         )
     widths = [max(len(r[i]) for r in table) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in table]
+    lines += [
+        f"{row['name']}  (cannot resume: {why})" for row in rows for why in row.get("damaged", {}).values()
+    ]
     lines += [f"{name}  (unreadable: {reason})" for name, reason in problems]
     return "\n".join(lines)
 

@@ -64,6 +64,8 @@ TRAINING_CONFIG_KEYS = {
     "learning_rate": "model.learning_rate",
 }
 LOG_ROOT = "logs"
+# what a fine-tune (--model.init_from) may change of its parent's config.json: neither shapes the weights
+FINE_TUNABLE = ("dropout", "batch_size")
 
 # the seed is recorded in training_state.json; Lightning's "Seed set to" line would precede any error
 logging.getLogger("lightning.fabric.utilities.seed").setLevel(logging.WARNING)
@@ -219,7 +221,7 @@ class MyptCLI(LightningCLI):
             cfg = self.config[subcommand]
             cfg.model.init_from = str(parent)
             self._check_architecture(
-                cfg, bundle.load_config(parent), parent, ("dropout", "batch_size"), self.vocab_size_given
+                cfg, bundle.load_config(parent), parent, FINE_TUNABLE, self.vocab_size_given
             )
         elif self.vocab_size_given is not None:
             raise MyptError(
@@ -303,10 +305,11 @@ class MyptCLI(LightningCLI):
         return existing
 
     def _set_defaults_from_bundle(self, subcommand: str, source: Path) -> None:
-        bundle.check_resumable(source)
+        # evaluating needs the weights alone: a best model, an import, a bundle whose optimizer.pt is damaged
+        (bundle.check_resumable if subcommand == "fit" else bundle.check_weights)(source)
         self.resume_from = source
         self.saved_config = bundle.load_config(source)
-        self.saved_state = bundle.load_training_state(source)
+        self.saved_state = bundle.weights_state(source)  # a best model's: its bundle's settings
         tokenizer = bundle.read_json(source / bundle.TOKENIZER_FILE)
         defaults: dict[str, Any] = {
             "model_name": source.name,
@@ -368,10 +371,21 @@ class MyptCLI(LightningCLI):
             if key in allowed or key not in saved or value == saved[key]:
                 continue
             flag = "--data.batch_size" if key == "batch_size" else f"--model.{key}"
+            if key in FINE_TUNABLE:  # met on a resume only: a fine-tune may change it
+                advice = (
+                    f"a fine-tune into a new bundle can: `mypt fit --model.init_from {source} --model_name "
+                    f"NEW_NAME {flag} {value}` (with the text to train on)"
+                )
+            else:
+                change = "--data.tokenizer KIND" if key == "vocab_size" else f"{flag} {value}"
+                advice = (
+                    f"a fine-tune keeps its parent's weights, so it can change {' and '.join(FINE_TUNABLE)} "
+                    f"only; {key} {value} is a new model: train it from scratch under a new name, "
+                    f"`mypt fit --model_name NEW_NAME {change}` (with the text and the other settings)"
+                )
             raise MyptError(
                 f"{flag} {value} conflicts with the saved architecture ({key}={saved[key]} in "
-                f"{source / bundle.CONFIG_FILE}): a trained model's architecture cannot change; to train a "
-                f"variant, fine-tune into a new bundle with --model.init_from {source} --model_name NEW_NAME"
+                f"{source / bundle.CONFIG_FILE}): the weights cannot take it; {advice}"
             )
 
     # -- running ----------------------------------------------------------------------------
