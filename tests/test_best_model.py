@@ -310,6 +310,7 @@ def test_evaluation_needs_the_weights_alone(overfit, mypt):
     best = _best_json()
     r = mypt("validate", "checkpoints/over/best", *quiet)
     assert r.code == 0, r
+    assert f"mypt: validating {Path('checkpoints/over/best')} at step {best['step']}" in r.out, r.out
     line = next(line for line in r.out.splitlines() if "val/loss" in line)
     assert float(re.findall(r"\d+\.\d+", line)[0]) == pytest.approx(best["val_loss"], rel=1e-5)
 
@@ -327,6 +328,8 @@ def test_evaluation_needs_the_weights_alone(overfit, mypt):
     r = mypt("inspect", "over")
     assert r.code == 0 and "Last recorded training step: 210" in r.out, r
     assert "optimizer.pt is 1000 bytes but manifest.json says" in r.out and "cannot resume" in r.out, r.out
+    r = mypt("list")
+    assert r.code == 0 and "over  (cannot resume: " in r.out and "unreadable" not in r.out, r
     r = mypt("validate", "over", *quiet)
     assert r.code == 0 and "val/loss" in r.out, r
     line = _error(mypt("fit", "--ckpt_path", "over", "--trainer.max_steps", "220"))
