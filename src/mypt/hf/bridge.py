@@ -34,6 +34,7 @@ from mypt.tokenizer import tokenizer_from_dict
 CLASSES: tuple[HFClass, ...] = (Qwen3(), Llama(), GPT2())  # the nearest first, on a tie
 BY_MODEL_TYPE = {c.model_type: c for c in CLASSES}
 IMPORT_BATCH_SIZE = 8  # config.json needs one; a fine-tune sets its own with --data.batch_size
+MYPT_CONFIG_FILE = "mypt_config.json"  # mypt's config.json, kept beside an export: its batch size comes back
 EXPORT_TOLERANCE = 1e-4  # max |logit difference| on a probe, float32, before anything is written
 # Hub names tried for --model.init_from: the published GPT-2 sizes, or any "owner/name"
 GPT2_HUB_NAMES = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl", "distilgpt2")
@@ -76,7 +77,8 @@ def export_hf(
     """Write a bundle as a transformers folder (GPT2LMHeadModel, Qwen3ForCausalLM or
     LlamaForCausalLM, whichever computes its architecture): config.json, model.safetensors, a
     tokenizer AutoTokenizer loads (tokenizer.json, tokenizer_config.json), and mypt's tokenizer.json
-    as mypt_tokenizer.json."""
+    and config.json as mypt_tokenizer.json and mypt_config.json (a fine-tune from the folder keeps the
+    bundle's batch size)."""
     transformers = require_transformers()
     model, tokenizer, _ = bundle.load_model(name_or_path, root=root)
     path = bundle.resolve_bundle(name_or_path, root)
@@ -108,6 +110,7 @@ def export_hf(
         hf_model.save_pretrained(out, safe_serialization=True)
         hf_tokenizer.save_pretrained(out)
         shutil.copyfile(path / bundle.TOKENIZER_FILE, out / MYPT_TOKENIZER_FILE)
+        shutil.copyfile(path / bundle.CONFIG_FILE, out / MYPT_CONFIG_FILE)
         _usual_file_modes(out)
     except OSError as e:
         raise MyptError(f"cannot write {out}: {e.strerror or e}") from None
@@ -158,6 +161,16 @@ def _load_hf_model(hf_class: HFClass, source: str) -> Any:
         raise MyptError(f"cannot load Hugging Face model {source}: {reason}") from None
 
 
+def _exported_batch_size(source: str) -> int:
+    """The batch size the exported bundle trained at (its mypt_config.json), else IMPORT_BATCH_SIZE."""
+    file = Path(source) / MYPT_CONFIG_FILE
+    if not file.is_file():
+        return IMPORT_BATCH_SIZE
+    batch_size = bundle.read_json(file).get("batch_size")
+    ok = isinstance(batch_size, int) and not isinstance(batch_size, bool) and batch_size > 0
+    return batch_size if ok else IMPORT_BATCH_SIZE
+
+
 def import_hf(source: str, dest: str | os.PathLike) -> Path:
     """Convert a transformers GPT-2, Qwen3 or Llama (a local folder, or a Hub name such as gpt2)
     into a mypt bundle at `dest`: step 0, no optimizer, `imported_from` recorded. Returns the bundle."""
@@ -175,7 +188,7 @@ def import_hf(source: str, dest: str | os.PathLike) -> Path:
     hf_model = _load_hf_model(hf_class, source)
     hf_state = hf_model.state_dict()
     config = GPTConfig(vocab_size=ours.vocab_size, **hf_class.mypt_config(hf_config, hf_state)).to_dict()
-    config = {**config, "batch_size": IMPORT_BATCH_SIZE, "device": "cpu"}
+    config = {**config, "batch_size": _exported_batch_size(source), "device": "cpu"}
     config = {k: config[k] for k in bundle.CONFIG_KEYS}  # the order of every config.json
     cfg = bundle.gpt_config(config, Path(source) / "config.json")
     try:
