@@ -163,8 +163,13 @@ def main() -> None:
     parser.add_argument("--grid", choices=sorted(GRIDS), default="quick")
     parser.add_argument("--out", default="sizing_results.json")
     parser.add_argument("--skip_grid", action="store_true", help="the held-out check alone")
+    parser.add_argument("--depths", type=int, nargs="+", help="the grid's depths instead of the preset's")
+    parser.add_argument("--budgets", type=int, nargs="+", help="the grid's budgets (seconds) instead")
+    parser.add_argument("--held_out", choices=["all", "auto", "none"], default="all")
     args = parser.parse_args()
-    grid = GRIDS[args.grid]
+    grid = dict(GRIDS[args.grid])
+    grid["depths"] = args.depths or grid["depths"]
+    grid["budgets"] = args.budgets or grid["budgets"]
     work = Path(tempfile.mkdtemp(prefix="mypt-sizing-"))
     src = work / "src"
     shutil.copytree(REPO / "src", src)  # the tree as it is now, whatever is edited meanwhile
@@ -187,8 +192,9 @@ def main() -> None:
                     save()
     rule = fitted_rule(runs)
     held = {}
-    if grid["held_out"]:
+    if grid["held_out"] and args.held_out != "none":
         text_name, tokenizer, budget, depths = grid["held_out"]
+        depths = depths if args.held_out == "all" else []
         text = find_text(text_name)
         held_runs = []
         for depth in depths:
@@ -198,7 +204,7 @@ def main() -> None:
                               "text": text.stem, "tokenizer": tokenizer, "depth": depth})  # fmt: skip
         auto = fit(src, work, f"held-{text.stem}-auto", text, tokenizer, budget, ["--model.size", "auto"])
         held_runs.append({**auto, "text": text.stem, "tokenizer": tokenizer, "depth": "auto"})
-        for config in SHIPPED if args.grid == "full" else SHIPPED_REDUCED:
+        for config in (SHIPPED if args.grid == "full" else SHIPPED_REDUCED) if args.held_out == "all" else ():
             name = f"held-{Path(config).stem}"
             # their intervals (200-250 steps) do not fit such a budget: one every 10 steps instead
             extra = ["--config", str(REPO / config), "--trainer.max_steps", "-1", "--data.url", "null",

@@ -38,22 +38,24 @@ def test_a_budget_run_ends_inside_it_validated_with_the_lr_at_its_floor(mypt, te
     assert r.code == 0, r
     state = _state()
     budget, segments, step = state["budget"], state["lr_schedule"], state["step"]
-    # time alone decided (no max_steps given: not the default 5000), and the run stayed inside 5 s
+    # time alone decided (no max_steps given: not the default 5000), and the run stayed inside 10 s
     assert budget["max_steps"] == -1 and 10 < step < 5000
     assert budget["spent_total"] <= 10.0 and wall < 10.0 + 1.0
     assert set(budget["spent_total_by_part"]) == {"start-up", "training", "validation", "saving"}
-    # the LR decayed to its floor at the last step, after warm-up and the flat phase
+    # warm-up, the flat phase, then a real decay (not a drop at the end)
     assert [p["phase"] for p in budget["phases"]] == ["warm-up", "stable", "decay"]
-    assert lr_at(step, segments) == pytest.approx(segments[-1]["min_lr"])
-    decay = budget["phases"][-1]["start_step"]
-    assert step - decay >= 0.2 * step  # a real decay, not a drop at the end
-    assert lr_at(step - 1, segments) < 0.2 * segments[0]["learning_rate"]
-    # what is needed to rerun it by steps: the planned last step is max_iters, the phases' steps recorded
-    assert state["training_config"]["max_iters"] == step == segments[-1]["end_step"]
+    assert step - budget["phases"][-1]["start_step"] >= 0.2 * step
+    # the LR reached its floor as the budget ended; a machine that slows down in the last steps is
+    # stopped inside the budget a step or two early instead, the LR within 10% of the decay above it
+    peak, floor = segments[0]["learning_rate"], segments[-1]["min_lr"]
+    assert lr_at(step - 1, segments) - floor <= 0.1 * (peak - floor)
+    stopped = state["history"][-1]["stopped"]
+    if stopped != f"time budget 00:00:00:10 spent at step {step}, before the LR reached its floor":
+        assert stopped == f"time budget 00:00:00:10: the LR reached its floor at step {step}"
+        assert lr_at(step, segments) == pytest.approx(floor)
+        # what is needed to rerun it by steps: the last step is max_iters, the phases' steps recorded
+        assert state["training_config"]["max_iters"] == step == segments[-1]["end_step"]
     # the final validation is of the last step, and the end line says how the budget went
-    assert (
-        state["history"][-1]["stopped"] == f"time budget 00:00:00:10: the LR reached its floor at step {step}"
-    )
     assert f"at step {step} (val loss {state['val_loss']:.4f}" in r.out
     assert "mypt: time budget 10 s:" in r.out and "start-up" in r.out and "saving" in r.out
 

@@ -50,10 +50,11 @@ DRIFT = 0.02
 # still reaches the planned last step (and the LR its floor) instead of being stopped early.
 SAFETY = 1.03
 # Time kept for what follows the last save: the end lines and the interpreter's exit, which frees
-# torch and Lightning: 1.4 s of CPU, 0.3-0.55 of the start-up's wall time as measured on the shared
-# 2-core CPU (3-5 s after a 10-19 s start-up under load): the larger of the two, at most 15 s.
+# torch and Lightning (1.4 s of CPU). On the shared 2-core CPU under load it took 2.7-9.3 s after
+# the last save, 0.11-0.76 of the run's start-up time (median 0.27, 17 runs of benchmarks/sizing.py):
+# a quarter of the start-up, at least a second (a run inside another process has no exit).
 EXIT_SECONDS = 1.0
-EXIT_PER_STARTUP = 0.35
+EXIT_PER_STARTUP = 0.25
 
 
 def exit_seconds(startup: float) -> float:
