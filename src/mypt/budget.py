@@ -49,6 +49,8 @@ DRIFT = 0.02
 # Steps are planned as this much slower than measured, so that a machine that slows down a little
 # still reaches the planned last step (and the LR its floor) instead of being stopped early.
 SAFETY = 1.03
+# ...and a fixed decay is planned earlier only once it would overrun by this much of the budget.
+SHRINK = 0.005
 # Time kept for what follows the last save: the end lines and the interpreter's exit, which frees
 # torch and Lightning (1.4 s of CPU). On the shared 2-core CPU under load it took 2.7-9.3 s after
 # the last save, 0.11-0.76 of the run's start-up time (median 0.27, 17 runs of benchmarks/sizing.py):
@@ -263,7 +265,7 @@ class TimeBudget(Callback):
         self._last_mark = now
         if pl_module.lr_segments:  # a resume: the schedule continues; fixed if its decay had begun
             self._note_phase(trainer.global_step, pl_module)
-        self._replan(trainer, pl_module)
+        self._apply(trainer, pl_module, False, self._replanned_end(trainer))
 
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module, batch, batch_idx: int) -> None:
         if self.counts["steps"] == 0 and batch_idx == 0:  # the module has built its schedule now
@@ -284,34 +286,46 @@ class TimeBudget(Callback):
         if trainer.should_stop:
             return
         left = self.remaining() - self.val_seconds(trainer) - self.save_seconds() - self.exit_seconds
-        if left < self.step_seconds(8):
-            # the time is up before the planned end (the machine slowed down): stop inside the budget
+        stop = left < self.step_seconds(8)  # the time is up before the planned end: stop inside the budget
+        end = None
+        if not stop and self.counts["steps"] >= 3:
+            self._note_phase(trainer.global_step, pl_module)  # of the next step
+            end = self._replanned_end(trainer)
+        self._apply(trainer, pl_module, stop, end)
+
+    def _apply(self, trainer: pl.Trainer, pl_module, stop: bool, end: int | None) -> None:
+        """Stop now, or move the last step to `end` (None: keep it). With several ranks, rank zero's
+        clock decides for all: each must stop at the same step."""
+        if trainer.world_size > 1:
+            stop, end = trainer.strategy.broadcast((stop, end), src=0)
+        if stop:
             self.stopped = (
                 f"time budget {max_time_text(self.seconds)} spent at step {trainer.global_step}, "
                 "before the LR reached its floor"
             )
             trainer.should_stop = True
-            return
-        if self.counts["steps"] >= 3:
-            self._note_phase(trainer.global_step, pl_module)  # of the next step
-            self._replan(trainer, pl_module)
+        elif end is not None:
+            if self._fixed:
+                self.replans.append(trainer.global_step)
+            self._set_end(trainer, pl_module, end)
 
-    def _replan(self, trainer: pl.Trainer, pl_module) -> None:
-        """Move the last step to where the budget ends: freely until the decay begins. After that,
-        earlier as soon as the planned end no longer fits (the machine slowed down: overrunning
-        the budget is worse than a shorter decay); later only when the run would end more than
-        DRIFT of the budget early, and not within 20 steps of the last such move."""
+    def _replanned_end(self, trainer: pl.Trainer) -> int | None:
+        """Where the last step moves to (None: it stays): to where the budget ends, freely until the
+        decay begins. After that, earlier as soon as the planned end no longer fits (the machine
+        slowed down, by SHRINK of the budget: overrunning is worse than a shorter decay); later only when the run
+        would end more than DRIFT of the budget early, and not within 20 steps of the last such move."""
         end, step = self.planned_end(trainer), trainer.global_step
         current = trainer.max_steps
         if self._fixed:
             if current - step <= 2 or end == current:
-                return  # the last steps: the time check in on_train_batch_end stops in time
+                return None  # the last steps: the time check in on_train_batch_end stops in time
+            if end < current and (current - end) * self.step_seconds() < SHRINK * self.seconds:
+                return None  # a step or two: SAFETY's margin takes it (a segment each was 23 in 45 s)
             if end > current:
                 recent = self.replans and step - self.replans[-1] < 20
                 if (end - current) * self.step_seconds() <= DRIFT * self.seconds or recent:
-                    return
-            self.replans.append(step)
-        self._set_end(trainer, pl_module, end)
+                    return None
+        return end
 
     def _set_end(self, trainer: pl.Trainer, pl_module, end: int) -> None:
         """Make `end` the run's last step: Lightning's max_steps (the bundle callback validates and
