@@ -245,7 +245,8 @@ class MyptCLI(LightningCLI):
                 "between validations (and saves); to validate rarely, give a large one, e.g. max_steps"
             )
         if subcommand == "fit":
-            self.budget = self._plan_budget(cfg, args, size, source)
+            saved = self.saved_state if source is not None else None
+            self.budget = plan_budget(cfg, args, size, self.started, saved)
         step = self.saved_state.get("step", 0)
         if subcommand == "fit" and source is not None and step >= cfg.trainer.max_steps:
             print(
@@ -254,22 +255,6 @@ class MyptCLI(LightningCLI):
             )
             raise NothingToTrain
         self._choose_precision(subcommand, cfg)
-
-    def _plan_budget(self, cfg, args: list[str], size: str | None, source: Path | None):
-        """--trainer.max_time and --model.size (mypt.budget, mypt.sizing), timed with the real module."""
-        device = precision.device_type(cfg.trainer.get("accelerator"))
-
-        def build(kwargs: dict):
-            module = GPTModule(**kwargs)
-            return module.model, module.configure_optimizers()
-
-        def precision_for(n_embd: int, tokens_per_step: int) -> str:
-            given = cfg.trainer.get("precision")
-            return precision.choose(device, given, False, n_embd=n_embd, tokens_per_step=tokens_per_step).precision
-
-        saved = self.saved_state if source is not None else None
-        fine_tuning = bool(cfg.model.init_from)
-        return budget.plan_fit(cfg, args, self.started, saved, fine_tuning, size, build, precision_for, device)
 
     def _choose_precision(self, subcommand: str, cfg) -> None:
         """Unset --trainer.precision and --model.compile become concrete values chosen for the hardware
@@ -582,6 +567,22 @@ def _sample_on_at_most(n_prompts: int, devices: Any, num_nodes: int | None, kwar
             f"process{'es' if n_prompts > 1 else ''}, not {count}",
             file=sys.stderr,
         )
+
+
+def plan_budget(cfg, args: list[str], size: str | None, started: float, saved: dict | None):
+    """--trainer.max_time and --model.size (mypt.budget, mypt.sizing), timed with the real module."""
+    device = precision.device_type(cfg.trainer.get("accelerator"))
+
+    def build(kwargs: dict):
+        module = GPTModule(**kwargs)
+        return module.model, module.configure_optimizers()
+
+    def precision_for(n_embd: int, tokens_per_step: int) -> str:
+        given = cfg.trainer.get("precision")
+        return precision.choose(device, given, False, n_embd=n_embd, tokens_per_step=tokens_per_step).precision
+
+    fine_tuning = bool(cfg.model.init_from)
+    return budget.plan_fit(cfg, args, started, saved, fine_tuning, size, build, precision_for, device)
 
 
 def world_size_line(trainer: pl.Trainer, batch_size: int) -> str:
