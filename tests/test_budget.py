@@ -102,6 +102,14 @@ def test_a_new_model_with_a_budget_is_sized_and_a_resume_counts_what_is_left(myp
     assert second["lr_schedule"][: len(first["lr_schedule"])] == first["lr_schedule"]
     assert [h["budget"]["max_time"] for h in second["history"]] == ["00:00:00:08", "00:00:00:16"]
     assert "spent by earlier runs" in r.out and "by earlier runs)" in r.out
+    # resumed by steps alone, it keeps its size choice and budget record
+    more = str(second["step"] + 3)
+    r = mypt(
+        "fit", "--ckpt_path", "checkpoints/tiny", "--trainer.max_time", "null", "--trainer.max_steps", more
+    )
+    assert r.code == 0 and "TimeBudget" not in r.err, r
+    third = _state()
+    assert third["step"] == int(more) and third["size_choice"] == choice and third["budget"] == budget
 
 
 @pytest.mark.parametrize(

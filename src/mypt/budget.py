@@ -29,6 +29,7 @@ import collections
 import math
 import re
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -459,6 +460,28 @@ class TimeBudget(Callback):
             "parts": parts,
             "counts": dict(self.counts),
         }
+
+
+class KeptRecords(Callback):
+    """The training_state.json entries of earlier runs that this run does not write itself: a model
+    sized or trained for a budget keeps its `size_choice` and `budget` record when it is resumed
+    by steps (or its budget record is replaced, by the TimeBudget registered before this one)."""
+
+    KEYS = ("size_choice", "budget")
+
+    def __init__(self, saved_state: dict) -> None:
+        self.entries = {key: saved_state[key] for key in self.KEYS if key in saved_state}
+
+    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module, checkpoint: dict) -> None:
+        parts = checkpoint.get("mypt")
+        if parts:
+            for key, value in self.entries.items():
+                parts["training_state"].setdefault(key, value)
+
+
+# A bundle trained for a budget, resumed by steps: Lightning would ask for the TimeBudget whose state
+# the checkpoint holds; the budget record is kept (KeptRecords) and a later budget run restores it
+warnings.filterwarnings("ignore", message=r".*callbacks used to create the checkpoint.*'TimeBudget'")
 
 
 # -- the plan at start-up ---------------------------------------------------------------------------

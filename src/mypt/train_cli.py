@@ -422,6 +422,8 @@ class MyptCLI(LightningCLI):
         callbacks.append(saver)
         if self.budget is not None:  # after the saver: it adds its record to the bundle's
             callbacks.append(self.budget.callback(self.started))
+        if self.resume_from is not None and self.subcommand == "fit":  # earlier runs' size choice, budget
+            callbacks.append(budget.KeptRecords(self.saved_state))
         has_bar = any(isinstance(c, ProgressBar) for c in callbacks)  # Lightning accepts only one
         if cfg.trainer.get("enable_progress_bar") is not False and not has_bar:
             callbacks.append(progress_callback())
