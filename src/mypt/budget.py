@@ -6,16 +6,18 @@ its last step is planned from the measured time of a step, of a validation and o
 - until the decay begins, the last step is re-estimated after every step (WSD's flat phase, or a
   cosine's warm-up, does not depend on where the run ends), so the decay is placed from what this
   machine is doing now, not from a guess made at the start;
-- once the decay has begun the last step is fixed; only when the machine's speed drifts so that the
-  run would miss its end by more than `DRIFT` of the budget is it planned again, as a new schedule
-  segment from the LR reached (continuous: the same rule as a resume with a new max_steps);
+- once the decay has begun the last step is fixed; only when the machine's speed drifts, so that
+  the run would overrun its budget by more than `SHRINK` of it or end early by more than `DRIFT`,
+  is it planned again, as a new schedule segment from the LR reached (continuous: the same rule as
+  a resume with a new max_steps), recorded in `budget.replans`;
 - the plan leaves time for the validations to come, the final validation and save and the exit, so
   the run ends with the LR at its floor, validated and saved, inside the budget; if the time runs
   out anyway (the machine slowed down), it stops early rather than overrun.
 
 `--trainer.max_steps` with a budget is a cap: whichever ends first. Lightning's own `Timer`
 (`Trainer(max_time=...)`) is not used: it would stop at the budget and then validate and save past
-it. The budget is the model's: a resume counts what is left of it (the time spent is recorded in
+it. Under DDP rank zero's clock decides the stop and the last step for every rank. The budget is
+the model's: a resume counts what is left of it (the time spent is recorded in
 training_state.json, `budget`), and a larger `--trainer.max_time` extends the run: before the
 decay began, the flat phase goes on and the decay moves to the new end; after it began (or once the
 run had ended), the schedule goes on from the LR reached to the floor at the new end, as a larger
