@@ -37,7 +37,7 @@ def test_fit_writes_a_complete_bundle(mypt, text_file):
     state = json.loads((path / "training_state.json").read_text())
     assert state["step"] == 30 and state["optimizer_file"] == "optimizer.pt"
     assert state["training_config"] == {"max_iters": 30, "eval_interval": 10, "eval_iters": 2,
-                                         "learning_rate": 0.001, "start_step": 0}  # fmt: skip
+                                         "learning_rate": 0.004, "start_step": 0}  # fmt: skip
     assert state["data"]["sha256"] == bundle.sha256_file(text_file)
     assert state["seed"] == 1337 and state["init_from"] is None and len(state["history"]) == 1
     weights = torch.load(path / "model.pt", weights_only=True)
@@ -148,6 +148,7 @@ def test_mixed_precision_with_fused_adamw_clips_gradients(mypt, text_file, tmp_p
     }
     r = mypt("fit", *TINY, "--data.input_file", text_file, "--model_name", "amp", "--trainer.max_steps", "12",
              "--trainer.precision", "bf16-mixed", "--trainer.gradient_clip_val", "0.05",
+             "--model.optimizer", "adamw",  # fused AdamW alone (Muon + AdamW steps unfused, as one)
              "--trainer.callbacks", json.dumps([probe]))  # fmt: skip
     assert r.code == 0, r
     norms = json.loads((tmp_path / "norms.json").read_text())

@@ -75,7 +75,7 @@ def test_scalars_text_samples_and_hparams(mypt, text_file):
     session = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"])
     hparams = {k: v for k, v in session.session_start_info.hparams.items()}
     assert hparams["n_layer"].number_value == 2 and hparams["n_embd"].number_value == 32
-    assert hparams["learning_rate"].number_value == 1e-3 and hparams["max_steps"].number_value == 20
+    assert hparams["learning_rate"].number_value == 4e-3 and hparams["max_steps"].number_value == 20
     assert hparams["tokenizer"].string_value == "char"
     experiment = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"]).experiment
     assert {m.name.tag for m in experiment.metric_infos} == {"val/loss", "val/bpb", "train/loss"}
