@@ -324,3 +324,13 @@ def test_mypt_generates_and_resumes_a_bundle_from_before_the_options_as_then(myp
     )
     config = json.loads(Path("checkpoints/old/config.json").read_text())
     assert list(config) == list(bundle.CONFIG_KEYS) and {k: config[k] for k in NANOGPT} == NANOGPT
+
+
+def test_the_nanogpt_config_sets_nanogpts_architecture():
+    """configs/nanogpt_cpu.yaml is nanoGPT's architecture one flag away: its model section (the
+    options it leaves out at their defaults) gives every value of mypt.config.NANOGPT."""
+    import yaml
+
+    model = yaml.safe_load((Path(__file__).parents[1] / "configs" / "nanogpt_cpu.yaml").read_text())["model"]
+    config = GPTConfig(**{k: v for k, v in model.items() if k in ARCHITECTURE_KEYS})
+    assert {k: getattr(config, k) for k in NANOGPT} == NANOGPT

@@ -25,7 +25,8 @@ RMS_NORM_EPS = 1e-6  # Qwen3's rms_norm_eps, so that its checkpoints compute the
 class _RMSNormFunction(torch.autograd.Function):
     """x / rms(x) * weight over the last dimension, weight broadcast against x; the backward written
     out: torch's rms_norm runs its backward on a CPU as a chain of small ops (forward + backward at
-    768 x 128 on 1 thread: 884 us, against 388 us here)."""
+    768 x 128 on 1 thread, best of 40: 884 us, against 388 us here; LayerNorm's fused kernels 189 us).
+    On a GPU, torch.compile (mypt's default there) fuses these ops as it fuses torch's."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
@@ -56,7 +57,7 @@ class RMSNorm(nn.RMSNorm):
 
 
 def make_norm(config: GPTConfig, dim: int) -> nn.Module:
-    # RMSNorm: no mean to subtract and no bias; as good as LayerNorm, and what Qwen3 uses
+    # RMSNorm: no mean to subtract and no bias (Qwen3's and Llama's); LayerNorm: GPT-2's
     if config.norm == "rmsnorm":
         return RMSNorm(dim, eps=RMS_NORM_EPS)
     return nn.LayerNorm(dim, bias=config.bias)
