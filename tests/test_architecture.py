@@ -334,3 +334,26 @@ def test_the_nanogpt_config_sets_nanogpts_architecture():
     model = yaml.safe_load((Path(__file__).parents[1] / "configs" / "nanogpt_cpu.yaml").read_text())["model"]
     config = GPTConfig(**{k: v for k, v in model.items() if k in ARCHITECTURE_KEYS})
     assert {k: getattr(config, k) for k in NANOGPT} == NANOGPT
+
+
+def test_non_default_options_train_and_round_trip_through_the_bundle(mypt, text_file):
+    """Every option away from its default at once, through `mypt fit`: config.json records each, and
+    the bundle loads into that architecture (the weights fit it) and samples."""
+    options = {"pos_emb": "learned", "norm": "layernorm", "qk_norm": False, "mlp": "relu2", "mlp_hidden": 48,
+               "tie_embeddings": True, "logit_softcap": 30.0, "zero_init_proj": False, "rope_base": 500.0}  # fmt: skip
+    flags = [
+        a
+        for k, v in options.items()
+        for a in (f"--model.{k}", str(v).lower() if isinstance(v, bool) else str(v))
+    ]
+    r = mypt(
+        "fit", *TINY, "--data.input_file", text_file, "--model_name", "m", "--trainer.max_steps", "2", *flags
+    )
+    assert r.code == 0, r
+    config = json.loads(Path("checkpoints/m/config.json").read_text())
+    assert {k: config[k] for k in options} == options
+    model, _, _ = load_model("m")
+    assert model.config == bundle.gpt_config(config)
+    assert model.transformer.h[0].mlp.c_fc.weight.shape == (48, 32) and "wpe" in model.transformer
+    r = mypt("generate", "m", "--max_new_tokens", "5", "--seed", "1")
+    assert r.code == 0 and len(r.out) > 5, r
