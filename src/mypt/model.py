@@ -41,7 +41,11 @@ class _RMSNormFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         x_hat, rstd, weight = ctx.saved_tensors
-        grad_weight = (grad * x_hat).sum_to_size(weight.shape).to(weight.dtype)
+        grad_weight = grad * x_hat
+        lead = grad_weight.dim() - weight.dim()
+        if lead > 0:  # over the leading dims first, down contiguous rows: 14x faster on a CPU than one
+            grad_weight = grad_weight.flatten(0, lead - 1).sum(0)  # reduction over all at once (17 vs 244 us)
+        grad_weight = grad_weight.sum_to_size(weight.shape).to(weight.dtype)
         g = grad * weight.to(grad.dtype)
         # d(x_hat)/dx: rstd * (g - x_hat * mean(g * x_hat)), with g the gradient at x_hat
         dot = torch.linalg.vecdot(g, x_hat.to(g.dtype), dim=-1).unsqueeze(-1) / x_hat.size(-1)
