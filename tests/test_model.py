@@ -140,7 +140,9 @@ def test_optimizer_impl_picks_the_adamw_kernels(impl, fused, foreach):
 
     from mypt.module import GPTModule
 
-    module = GPTModule(n_layer=1, n_head=2, n_embd=8, block_size=8, vocab_size=16, optimizer_impl=impl)
+    module = GPTModule(
+        n_layer=1, n_head=2, n_embd=8, block_size=8, vocab_size=16, optimizer="adamw", optimizer_impl=impl
+    )
     module.trainer = pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False)
     optimizer = module.configure_optimizers()
     assert optimizer.defaults["fused"] == fused and optimizer.defaults["foreach"] == foreach
