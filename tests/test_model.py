@@ -148,3 +148,22 @@ def test_optimizer_impl_picks_the_adamw_kernels(impl, fused, foreach):
     assert optimizer.defaults["fused"] == fused and optimizer.defaults["foreach"] == foreach
     decayed, other = optimizer.param_groups
     assert all(p.dim() >= 2 for p in decayed["params"]) and all(p.dim() < 2 for p in other["params"])
+
+
+def test_the_kv_cache_holds_the_positions_the_text_reaches_not_the_whole_context(monkeypatch):
+    """A model with a long context (an imported RoPE model keeps Qwen3's 40,960) must not allocate
+    block_size positions of keys and values per layer for a short sample."""
+    from mypt import model as model_module
+
+    sizes = []
+    original = model_module.KVCache.update
+
+    def update(self, pos, k, v):
+        out = original(self, pos, k, v)
+        sizes.append(self.k.size(2))
+        return out
+
+    monkeypatch.setattr(model_module.KVCache, "update", update)
+    model = GPT(GPTConfig(block_size=4096, vocab_size=50, n_layer=1, n_head=2, n_embd=16)).eval()
+    out = model.generate(torch.zeros(1, 3, dtype=torch.long), 5, temperature=0)
+    assert out.shape == (1, 8) and set(sizes) == {8}, sizes

@@ -91,9 +91,11 @@ class KVCache:
     position's forward pass instead of the whole context's. Only for `GPT.generate`. With RoPE the
     keys are stored rotated: a key's rotation depends on its own position alone."""
 
-    def __init__(self, config: GPTConfig) -> None:
-        self.block_size = config.block_size
-        self.k: torch.Tensor | None = None  # (B, nh, block_size, hs), allocated at the first update
+    def __init__(self, config: GPTConfig, length: int | None = None) -> None:
+        # as many positions as the text will reach, at most block_size: an imported RoPE model can
+        # have a context of 40,960 (Qwen3's), gigabytes of cache for a 200-token sample
+        self.block_size = config.block_size if length is None else min(length, config.block_size)
+        self.k: torch.Tensor | None = None  # (B, nh, length, hs), allocated at the first update
         self.v: torch.Tensor | None = None
 
     def update(self, pos: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -307,7 +309,8 @@ class GPT(nn.Module):
         changes, so each step then runs the last block_size tokens through the model, as without."""
         block_size = self.config.block_size
         use_cache = use_cache and idx.size(1) <= block_size
-        caches = [KVCache(self.config) for _ in self.transformer.h] if use_cache else None
+        length = idx.size(1) + max_new_tokens
+        caches = [KVCache(self.config, length) for _ in self.transformer.h] if use_cache else None
         for step in range(max_new_tokens):
             if caches is not None and idx.size(1) <= block_size:
                 new = idx if step == 0 else idx[:, -1:]
