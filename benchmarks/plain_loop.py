@@ -1,7 +1,8 @@
 """The yardstick: a hand-written PyTorch training loop, as nanoGPT's train.py, with no framework.
 
-It trains the same `mypt.model.GPT` on the same batches, with the same AdamW parameter groups,
-learning-rate schedule, gradient clipping and validation windows as `mypt fit`, so any difference in
+It trains the same `mypt.model.GPT` on the same batches, with the same optimizers (Muon on the
+blocks' matrices and AdamW on the rest, or AdamW alone), parameter groups, learning-rate schedule
+(warmup-stable-decay or cosine), gradient clipping and validation windows as `mypt fit`, so any difference in
 speed or loss is the cost (or the bug) of the framework around it. The schedule, the window sampler
 and the char tokenisation are written again here from their description (README, mypt.data's
 docstrings), as nanoGPT's loop writes its own `get_lr` and `get_batch`: a bug in mypt's versions
@@ -21,7 +22,14 @@ from mypt.model import GPT, GPTConfig
 
 # what `mypt fit` uses unless told otherwise (mypt.train_cli.TRAINER_DEFAULTS, GPTModule defaults)
 GRAD_CLIP = 1.0
-HPARAMS = {"weight_decay": 0.1, "beta1": 0.9, "beta2": 0.99, "min_lr_ratio": 0.1}
+HPARAMS = {"weight_decay": 0.1, "beta1": 0.9, "beta2": 0.99, "min_lr_ratio": 0.1, "muon_momentum": 0.95}
+RECIPE = {
+    "learning_rate": 4e-3,
+    "optimizer": "muon",
+    "muon_lr_ratio": 5.0,
+    "lr_schedule": "wsd",
+    "decay_ratio": 0.4,
+}
 
 
 VAL_STREAM = 2**31 - 1  # the validation windows' stream, apart from every rank's training stream
@@ -56,14 +64,27 @@ def _gpt2_tokens(text: str) -> np.ndarray:
     return np.array(bpe.encode(text).ids, dtype=np.uint16)
 
 
-def lr_at(step: int, max_steps: int, learning_rate: float, warmup_steps: int) -> float:
+def lr_at(
+    step: int,
+    max_steps: int,
+    learning_rate: float,
+    warmup_steps: int,
+    shape: str = "cosine",
+    decay_ratio: float = 0.0,
+) -> float:
     """nanoGPT's get_lr as mypt describes its schedule: a linear warm-up to learning_rate over
-    warmup_steps (step 0 already above zero), then a cosine to min_lr_ratio x learning_rate at max_steps."""
+    warmup_steps (step 0 already above zero), then a cosine to min_lr_ratio x learning_rate at max_steps;
+    or ("wsd") learning_rate until the last decay_ratio of max_steps, then a straight line to that floor."""
     min_lr = learning_rate * HPARAMS["min_lr_ratio"]
     if step < warmup_steps:
         return learning_rate * (step + 1) / (warmup_steps + 1)
     if step >= max_steps:
         return min_lr
+    if shape == "wsd":
+        decay_from = max(warmup_steps, max_steps - round(decay_ratio * max_steps))
+        if step < decay_from:
+            return learning_rate
+        return learning_rate + (min_lr - learning_rate) * (step - decay_from) / (max_steps - decay_from)
     progress = (step - warmup_steps) / (max_steps - warmup_steps)
     return min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (learning_rate - min_lr)
 
@@ -81,15 +102,35 @@ def windows(
     return x, y
 
 
-def adamw(model: torch.nn.Module, lr: float, impl: str = "fused") -> torch.optim.AdamW:
-    """AdamW with weight decay on matrices only, as GPTModule.configure_optimizers builds it."""
-    params = [p for p in model.parameters() if p.requires_grad]
+def adamw(
+    model: torch.nn.Module, lr: float, impl: str = "fused", skip: set[str] = frozenset()
+) -> torch.optim.AdamW:
+    """AdamW with weight decay on matrices only, as GPTModule.configure_optimizers builds it (on every
+    parameter but those in `skip`)."""
+    params = [p for n, p in model.named_parameters() if p.requires_grad and n not in skip]
     groups = [
         {"params": [p for p in params if p.dim() >= 2], "weight_decay": HPARAMS["weight_decay"]},
         {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
     ]
     kwargs = {"fused": True} if impl == "fused" else {"foreach": impl == "foreach"}
     return torch.optim.AdamW(groups, lr=lr, betas=(HPARAMS["beta1"], HPARAMS["beta2"]), **kwargs)
+
+
+def optimizers(
+    model: torch.nn.Module, lr: float, impl: str, optimizer: str, muon_lr_ratio: float
+) -> list[tuple[torch.optim.Optimizer, float]]:
+    """(optimizer, its LR as a multiple of the schedule's): AdamW alone, or as modded-nanogpt steps
+    Muon: torch.optim.Muon on the transformer blocks' 2-D matrices, AdamW on everything else."""
+    if optimizer == "adamw":
+        return [(adamw(model, lr, impl), 1.0)]
+    matrices = {n for n, p in model.named_parameters() if n.startswith("transformer.h.") and p.dim() == 2}
+    muon = torch.optim.Muon(
+        [p for n, p in model.named_parameters() if n in matrices],
+        lr=lr * muon_lr_ratio,
+        weight_decay=HPARAMS["weight_decay"],
+        momentum=HPARAMS["muon_momentum"],
+    )
+    return [(muon, muon_lr_ratio), (adamw(model, lr, impl, skip=matrices), 1.0)]
 
 
 class PlainTrainer:
@@ -103,8 +144,12 @@ class PlainTrainer:
         *,
         batch_size: int,
         max_steps: int,
-        learning_rate: float = 1e-3,
+        learning_rate: float = RECIPE["learning_rate"],
         warmup_steps: int = 100,
+        optimizer: str = RECIPE["optimizer"],
+        muon_lr_ratio: float = RECIPE["muon_lr_ratio"],
+        lr_schedule: str = RECIPE["lr_schedule"],
+        decay_ratio: float = RECIPE["decay_ratio"],
         val_interval: int = 250,
         val_batches: int = 20,
         seed: int = 1337,
@@ -123,7 +168,8 @@ class PlainTrainer:
         self.autocast = lambda: torch.autocast(self.device.type, dtype, enabled=amp is not None)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=amp == "fp16")
         self.forward = torch.compile(self.model) if compile else self.model
-        self.optimizer = adamw(self.model, learning_rate, optimizer_impl)
+        self.optimizers = optimizers(self.model, learning_rate, optimizer_impl, optimizer, muon_lr_ratio)
+        self.schedule = (lr_schedule, decay_ratio)
         self.learning_rate, self.warmup_steps, self.max_steps = learning_rate, warmup_steps, max_steps
         self.train_tokens, self.val_tokens = train_tokens, val_tokens
         self.batch_size, self.block_size, self.seed = batch_size, config.block_size, seed
@@ -136,19 +182,22 @@ class PlainTrainer:
 
     def step(self) -> None:
         """One optimizer step; validates (and saves, like mypt) every val_interval steps."""
-        lr = lr_at(self.step_count, self.max_steps, self.learning_rate, self.warmup_steps)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
+        lr = lr_at(self.step_count, self.max_steps, self.learning_rate, self.warmup_steps, *self.schedule)
+        for optimizer, scale in self.optimizers:
+            for group in optimizer.param_groups:
+                group["lr"] = lr * scale
         batch = windows(self.train_tokens, self.batch_size, self.block_size, self.seed, 0, self.step_count)
         x, y = (t.to(self.device, non_blocking=True) for t in batch)
         with self.autocast():
             _, loss = self.forward(x, y)
         self.scaler.scale(loss).backward()
-        self.scaler.unscale_(self.optimizer)  # (a no-op without fp16) clip the true gradient
+        for optimizer, _ in self.optimizers:
+            self.scaler.unscale_(optimizer)  # (a no-op without fp16) clip the true gradient
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), GRAD_CLIP)
-        self.scaler.step(self.optimizer)
+        for optimizer, _ in self.optimizers:
+            self.scaler.step(optimizer)
         self.scaler.update()
-        self.optimizer.zero_grad(set_to_none=True)
+        self.model.zero_grad(set_to_none=True)
         self.step_count += 1
         if self.step_count % 10 == 0:
             self.losses.append((self.step_count, loss.item()))
@@ -171,7 +220,8 @@ class PlainTrainer:
 
     def save(self, path: Path) -> None:
         """nanoGPT's checkpoint: one torch.save of model and optimizer state."""
-        torch.save({"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict()}, path)
+        state = [optimizer.state_dict() for optimizer, _ in self.optimizers]
+        torch.save({"model": self.model.state_dict(), "optimizer": state}, path)
 
     def timed_steps(self, n: int) -> list[tuple[float, float]]:
         """(wall seconds, CPU seconds of this process) taken by each of the next n steps."""

@@ -23,6 +23,7 @@ from common import REPO, find_text
 from convergence import precision_gap
 from generation import generation_speed
 from storage import checkpoint_cost, data_cost, inspect_cost
+from time_to_loss import measure as time_to_loss
 from tokenisation import shard_training, tokenisation_cost
 from training import compare, load_config, mypt_choice
 
@@ -127,6 +128,18 @@ def precision_section(quick: bool) -> dict:
         row["mfu_bf16_peak"] = flops * row["tokens_per_sec"] / peaks["bf16"]
     out["precision_gap"] = precision_gap(CONFIGS / "dante_cpu.yaml", *plan["gap"])
     return out
+
+
+def time_to_loss_section(quick: bool) -> dict:
+    """nanoGPT's recipe against mypt's default: time to nanoGPT's loss, loss at equal time, step costs.
+    A short form (nanoGPT for 200 steps, about 2 minutes): `python benchmarks/time_to_loss.py` gives
+    the full figures of docs/benchmarks.md (2,000 steps and the ablation)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the benchmark's times are one thread's CPU time
+    try:
+        return time_to_loss("smoke" if quick else "quick")
+    finally:
+        torch.set_num_threads(threads)
 
 
 def storage_section(quick: bool) -> dict:
@@ -333,6 +346,26 @@ def table(results: dict) -> list[tuple[str, str, str]]:
             cached, plain = g["dante_cache"]["tokens_per_sec"], g["dante_no_cache"]["tokens_per_sec"]
             rows.append((f"generate tokens/s, dante.yaml model, {g['dante_cache']['new_tokens']} tokens: "
                          "cache / none", f"{cached:.0f} / {plain:.0f}", f"KV cache speedup {cached / plain:.1f}x"))  # fmt: skip
+    tl = results.get("time_to_loss")
+    if tl:
+        steps = tl["nanogpt_steps"]
+        if tl["time_to_target_ratio"] is not None:
+            rows.append((f"time to nanoGPT's {steps}-step val loss: mypt default / nanoGPT", f"{tl['time_to_target_ratio']:.2f}",
+                         verdict(tl["time_to_target_ratio"] <= 0.33, "<= 0.33") + " (the full form: time_to_loss.py)"))  # fmt: skip
+        else:
+            rows.append(
+                (f"time to nanoGPT's {steps}-step val loss: mypt default / nanoGPT", "not reached", "")
+            )
+        rows.append((f"val loss at equal time ({tl['equal_time_cpu_s']:.0f} CPU s): nanoGPT - mypt default",
+                     f"{tl['equal_time_gap']:+.3f}", verdict(tl["equal_time_gap"] >= 0.05, ">= 0.05")))  # fmt: skip
+        cost = tl["step_cost_ratio_modern_vs_nanogpt_fp32"]
+        rows.append(
+            (
+                "step cost: modern block / nanoGPT's (AdamW, float32)",
+                f"{cost:.2f}",
+                verdict(cost <= 1.15, "<= 1.15"),
+            )
+        )
     gpu = results.get("gpu")
     if gpu and "skipped" not in gpu:
         r = gpu["gpt2_124m"]
@@ -362,7 +395,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's own choice)")
     parser.add_argument(
-        "--only", choices=("training", "precision", "storage", "corpus", "generation"), action="append"
+        "--only",
+        choices=("training", "precision", "storage", "corpus", "generation", "time_to_loss"),
+        action="append",
     )
     parser.add_argument("--out", type=Path, default=HERE / "results" / "latest.json", help="JSON output")
     args = parser.parse_args(argv)
@@ -384,6 +419,7 @@ def main(argv: list[str] | None = None) -> int:
             "storage": storage_section,
             "corpus": corpus_section,
             "generation": generation_section,
+            "time_to_loss": time_to_loss_section,
         }
         for name, section in sections.items():
             if not args.only or name in args.only:

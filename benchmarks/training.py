@@ -131,7 +131,12 @@ def plain_trainers(
     common = {
         "batch_size": data["batch_size"],
         "max_steps": steps,
-        "learning_rate": model.get("learning_rate", 1e-3),
+        # the recipe keys the config sets; the others are the plain loop's copies of mypt's defaults
+        **{
+            k: model[k]
+            for k in ("learning_rate", "optimizer", "muon_lr_ratio", "lr_schedule", "decay_ratio")
+            if k in model
+        },
         "warmup_steps": model.get("warmup_steps", 100),
         "val_interval": trainer.get("val_check_interval", 250),
         "val_batches": trainer.get("limit_val_batches", 50),

@@ -68,7 +68,10 @@ def test_quick_benchmark_prints_the_table_and_writes_json(tmp_path: Path) -> Non
     assert storage["inspect"]["large_get_model_info_s"] > 0
     assert all(d["cached_s"] > 0 and d["array_mb"] > 0 for d in storage["data"].values())
     assert results["generation"]["char"]["tokens_per_sec"] > 0
-    for figure in ("mypt/plain (wall)", "automatic precision / float32", "mypt / plain float32",
+    runs = results["time_to_loss"]["runs"]  # nanoGPT's recipe and mypt's default, side by side
+    assert runs["nanoGPT, full run"]["steps"] == 20 and runs["mypt default"]["steps"] > 0
+    assert all(0 < r["val_loss"] < 10 and r["cpu_s"] > 0 for r in runs.values())
+    for figure in ("val loss at equal time", "step cost: modern block / nanoGPT's", "mypt/plain (wall)", "automatic precision / float32", "mypt / plain float32",
                    "val/loss bf16 - float32", "bundle write s / torch.save s", "cached load", "generate tokens/s"):  # fmt: skip
         assert figure in proc.stdout
     assert not (tmp_path / "checkpoints").exists() and not (tmp_path / "logs").exists()  # all in temp dirs
