@@ -26,9 +26,9 @@ HPARAMS = {"weight_decay": 0.1, "beta1": 0.9, "beta2": 0.99, "min_lr_ratio": 0.1
 RECIPE = {
     "learning_rate": 4e-3,
     "optimizer": "muon",
-    "muon_lr_ratio": 5.0,
+    "muon_lr_ratio": 2.5,
     "lr_schedule": "wsd",
-    "decay_ratio": 0.4,
+    "decay_ratio": 0.6,
 }
 
 

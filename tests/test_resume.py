@@ -61,7 +61,7 @@ def test_resume_with_new_max_steps_and_learning_rate(mypt, text_file, monkeypatc
     ]
     assert "model.learning_rate  0.0003 -> 0.0001" in r.out
     assert "trainer.max_steps    20 -> 40" in r.out
-    assert "model.muon_lr_ratio  5.0 -> 8.0" in r.out
+    assert "model.muon_lr_ratio  2.5 -> 8.0" in r.out
     assert "next step's learning rate: 0.0001 (Muon 0.0008)" in r.out
     assert seen_lrs == [pytest.approx(8e-4), pytest.approx(1e-4), pytest.approx(1e-4)]  # the new LRs, really
 

@@ -70,10 +70,10 @@ class GPTModule(pl.LightningModule):
         beta1: float = 0.9,
         beta2: float = 0.99,
         optimizer: str = "muon",
-        muon_lr_ratio: float = 5.0,
+        muon_lr_ratio: float = 2.5,
         muon_momentum: float = 0.95,
         lr_schedule: str = "wsd",
-        decay_ratio: float = 0.4,
+        decay_ratio: float = 0.6,
         optimizer_impl: str = "auto",
         compile: bool | None = None,
         init_from: str | None = None,
@@ -108,11 +108,13 @@ class GPTModule(pl.LightningModule):
             optimizer: ``muon``: Muon (torch.optim.Muon) on the 2-D matrices inside the transformer
                 blocks, AdamW on embeddings, head, norms and biases; ``adamw``: AdamW on everything
                 (nanoGPT's recipe). See mypt.optim and docs/benchmarks.md for the measurements.
-            muon_lr_ratio: Muon's LR as a multiple of learning_rate.
+            muon_lr_ratio: Muon's LR as a multiple of learning_rate (2.5: 0.01, the best of 0.01, 0.02
+                and 0.04 in benchmarks/time_to_loss.py's sweep).
             muon_momentum: Muon's (Nesterov) momentum.
             lr_schedule: ``wsd`` (warm-up, a flat LR, then a linear decay to the floor over the last
                 decay_ratio of max_steps) or ``cosine`` (warm-up, then cosine decay to the floor).
-            decay_ratio: The fraction of max_steps over which ``wsd`` decays.
+            decay_ratio: The fraction of max_steps over which ``wsd`` decays (0.6: the best of 0.2, 0.4
+                and 0.6 measured).
             optimizer_impl: AdamW kernels: ``auto`` (fused on CUDA and CPU, the fastest there as
                 measured in docs/benchmarks.md; foreach elsewhere), ``fused``, ``foreach`` or ``for-loop``.
             compile: Compile the model with torch.compile. Unset, chosen for the hardware (see
