@@ -132,7 +132,7 @@ def precision_section(quick: bool) -> dict:
 
 def time_to_loss_section(quick: bool) -> dict:
     """nanoGPT's recipe against mypt's default: time to nanoGPT's loss, loss at equal time, step costs.
-    A short form (nanoGPT for 200 steps, about 2 minutes): `python benchmarks/time_to_loss.py` gives
+    A short form (nanoGPT for 1,000 steps, about 2.5 minutes): `python benchmarks/time_to_loss.py` gives
     the full figures of docs/benchmarks.md (2,000 steps and the ablation)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the benchmark's times are one thread's CPU time
