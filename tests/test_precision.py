@@ -13,7 +13,8 @@ from conftest import TINY
 from mypt import precision
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-# the smallest model the CPU rule trains in bf16: 1 layer, 16 x 32 tokens x 256^2 = 33.5 M multiply-adds
+# a small model the CPU rule trains in bf16 on 1 or 2 threads: 1 layer, 16 x 32 tokens x 256^2 = 33.5 M
+# multiply-adds
 BF16_SIZED = [
     *TINY, "--model.n_layer", "1", "--model.n_head", "4", "--model.n_embd", "256", "--model.block_size", "32",
     "--data.batch_size", "16",
@@ -35,10 +36,11 @@ def _line(out: str) -> str:
 
 @needs_native_bf16
 def test_both_configs_on_this_cpu(mypt, text_file):
-    """The design note's model trains in bf16-mixed; configs/dante_cpu.yaml in bf16-mixed with AVX512-BF16
-    but in float32 with AMX, whose tiles lose on its small matmuls; neither compiles on a CPU. Stated at
-    the start, recorded in the bundle."""
-    small = "32-true" if precision.cpu_bf16_flag() == "amx_bf16" else "bf16-mixed"
+    """The design note's model trains in bf16-mixed; configs/dante_cpu.yaml in float32 on every core
+    of this 2-core machine (in bf16-mixed only on one thread with AVX512-BF16; never with AMX, whose tiles
+    lose on its small matmuls); neither compiles on a CPU. Stated at the start, recorded in the bundle."""
+    one_avx512_thread = precision.cpu_bf16_flag() == "avx512_bf16" and torch.get_num_threads() == 1
+    small = "bf16-mixed" if one_avx512_thread else "32-true"
     for config, name, expected in (("dante_cpu.yaml", "small", small), ("dante.yaml", "big", "bf16-mixed")):
         r = mypt("fit", "--config", CONFIGS / config, "--data.input_file", text_file, "--model_name", name,
                  "--trainer.max_steps", "1", "--trainer.limit_val_batches", "1", "--dashboard.max_new_tokens", "0",
@@ -138,19 +140,38 @@ def test_cuda_branch_of_the_choice(monkeypatch):
 
 
 def test_cpu_rule(monkeypatch):
-    def choice(flags: tuple[str, ...], n_embd: int, tokens: int) -> str:
+    def choice(flags: tuple[str, ...], n_embd: int, tokens: int, threads: int = 1) -> str:
         monkeypatch.setattr(precision, "_cpu_flags", lambda: flags)
-        made = precision.choose("cpu", None, None, n_embd=n_embd, tokens_per_step=tokens)
+        made = precision.choose("cpu", None, None, n_embd=n_embd, tokens_per_step=tokens, threads=threads)
         assert not made.compile
         return made.precision
 
     avx512, amx = ("avx512f", "avx512_bf16"), ("avx512_bf16", "amx_bf16", "amx_tile")
-    assert choice(avx512, 32, 64) == choice(amx, 32, 64) == "32-true"  # tests' tiny models
-    assert (
-        choice(avx512, 128, 12 * 64) == "bf16-mixed" and choice(amx, 128, 12 * 64) == "32-true"
-    )  # dante_cpu
-    assert choice(avx512, 384, 32 * 256) == choice(amx, 384, 32 * 256) == "bf16-mixed"  # dante
-    assert choice(("avx2", "fma"), 384, 32 * 256) == "32-true"  # bf16 would be emulated
+    for threads in (1, 2, 16):
+        assert choice(avx512, 32, 64, threads) == choice(amx, 32, 64, threads) == "32-true"  # tiny models
+        assert choice(avx512, 384, 32 * 256, threads) == choice(amx, 384, 32 * 256, threads) == "bf16-mixed"
+        assert choice(("avx2", "fma"), 384, 32 * 256, threads) == "32-true"  # bf16 would be emulated
+    # configs/dante_cpu.yaml (12.6 M): bf16 pays on one AVX512-BF16 thread only
+    assert choice(avx512, 128, 12 * 64, 1) == "bf16-mixed" and choice(amx, 128, 12 * 64, 1) == "32-true"
+    assert choice(avx512, 128, 12 * 64, 2) == choice(amx, 128, 12 * 64, 2) == "32-true"
+
+
+def test_cpu_rule_follows_the_threads_a_run_uses(monkeypatch):
+    """`mypt fit` computes on torch's threads (one per core): the crossover measured on one thread would
+    pick bf16 for configs/dante_cpu.yaml on two, where it gained 1.03x on a quiet machine and lost (0.81x
+    and 0.91x) under other jobs' load."""
+    monkeypatch.setattr(precision, "_cpu_flags", lambda: ("avx512f", "avx512_bf16"))
+    one, two = (precision.cpu_bf16_min_matmul("avx512_bf16", n) for n in (1, 2))
+    assert one == 2**23 and two > 12 * 64 * 128**2  # dante_cpu: float32 on two threads
+    assert precision.cpu_bf16_min_matmul("avx512_bf16", 8) == two  # the most threads measured
+    assert precision.cpu_bf16_min_matmul("amx_bf16", 1) == precision.cpu_bf16_min_matmul("amx_bf16", 2)
+    for threads, expected in ((1, "bf16-mixed"), (2, "32-true")):
+        monkeypatch.setattr(torch, "get_num_threads", lambda n=threads: n)  # as `mypt fit` runs
+        made = precision.choose("cpu", None, None, n_embd=128, tokens_per_step=12 * 64)
+        assert made.precision == expected
+        assert (
+            f"on {threads} thread" in made.reason and f"{(one, two)[threads - 1] / 1e6:.1f} M" in made.reason
+        )
 
 
 @pytest.mark.parametrize(

@@ -2,9 +2,10 @@
 
 `--trainer.precision` and `--model.compile` left unset are chosen here, once, before the Trainer is
 built: on a CUDA GPU bf16-mixed (16-mixed with the loss scaler where the GPU has no bf16) and
-torch.compile; on a CPU bf16-mixed only where its matmuls are native and large enough to pay for
-autocast's casts, float32 elsewhere, and no compile. Explicit values always win. The choice is
-stated in one line at the start of a run and recorded in training_state.json (`precision_choice`).
+torch.compile; on a CPU bf16-mixed only where its matmuls are native and large enough, at the
+run's thread count, to pay for autocast's casts, float32 elsewhere, and no compile. Explicit values
+always win. The choice is stated in one line at the start of a run and recorded in
+training_state.json (`precision_choice`).
 On CUDA, float32 matrix products left outside autocast use TF32 (`use_tensor_cores`).
 
 Peak FLOP/s come from Lightning's `get_available_flops` on GPUs and, on a CPU, from a short
@@ -24,15 +25,27 @@ from lightning.fabric.utilities.throughput import _CUDA_FLOPS, get_available_flo
 from lightning.pytorch.accelerators import Accelerator, CUDAAccelerator
 
 # On a CPU, bf16-mixed pays when one n_embd x n_embd matmul of a step (batch x block_size x n_embd^2
-# multiply-adds) is large enough for the bf16 kernels to win back autocast's casts and extra ops. The
-# crossover depends on the bf16 instructions (first flag present wins), measured side by side
-# (docs/benchmarks.md, "The automatic precision"):
-# - avx512_bf16 without AMX (this project's AMD EPYC, 1 thread, bf16/float32 speed): 64 tokens x 32^2
-#   0.62x, 256 x 64^2 (1.0 M) 0.99x, 256 x 128^2 (4.2 M) 1.49x, configs/dante_cpu.yaml (12.6 M) 1.87x,
-#   4 x 256 wide (50 M) 2.2x: from 4.2 M on.
+# multiply-adds) is large enough for the bf16 kernels to win back autocast's casts (on configs/dante_cpu.yaml
+# 118 casts and 536 ops more a step, 5,801 against 5,265, counted by torch.profiler) and the optimizer's
+# share: Muon's Newton-Schulz runs in bf16 in both precisions, so it does not speed up. The crossover
+# depends on the bf16 instructions (first flag present wins) and on the torch threads the run computes
+# with: `mypt fit` sets none and trains on torch's default, one thread per core. Measured with the
+# default architecture and Muon (benchmarks/precision_rule.py; docs/benchmarks.md, "The automatic
+# precision"), bf16/float32 step speed on a quiet machine (load average 1.4):
+# - avx512_bf16 without AMX (this project's AMD EPYC):
+#   1 thread: 256 tokens x 64^2 (1.0 M) 0.73x, 256 x 128^2 (4.2 M) 1.03x, configs/dante_cpu.yaml (12.6 M)
+#   1.06x, 4 x 192 (28 M) 1.21x, 4 x 256 (50 M) 1.29x, 4 x 384 (113 M) 1.31x: from 8.4 M on.
+#   2 threads: 1.0 M 0.82x, 4.2 M 1.04x, configs/dante_cpu.yaml 1.09x (`mypt fit` itself: 1.03x, and
+#   0.81x and 0.91x in 400-step runs under a load average of 8, where every op of a 2-thread step waits
+#   for both threads and bf16 has more ops), 4 x 192 1.14x, 4 x 256 1.26x, 4 x 384 1.39x: from 16.8 M on,
+#   so that the CPU config, within a few percent either way, stays in float32.
 # - amx_bf16 (a Xeon, 2 threads, figures from the issue that asked for this choice): configs/dante_cpu.yaml
 #   (12.6 M) 0.76x, the design note's model (1.2 G) 2.7x; AMX tiles cost more to set up: from 33.5 M on.
-CPU_BF16_MIN_MATMUL = {"amx_bf16": 2**25, "avx512_bf16": 2**22}
+# A thread count between two measured ones takes the lower one's crossover; above the most measured, its.
+CPU_BF16_MIN_MATMUL: dict[str, dict[int, int]] = {
+    "amx_bf16": {2: 2**25},
+    "avx512_bf16": {1: 2**23, 2: 2**24},
+}
 # The dtype of the matmuls each precision runs, for peak FLOP/s
 COMPUTE_DTYPES = {
     "bf16-mixed": torch.bfloat16, "bf16-true": torch.bfloat16, "bf16": torch.bfloat16,
@@ -95,8 +108,10 @@ def choose(
     *,
     n_embd: int,
     tokens_per_step: int,
+    threads: int | None = None,
 ) -> SpeedChoice:
-    """Precision and compile for a run on `device`; None means "choose for the hardware"."""
+    """Precision and compile for a run on `device`; None means "choose for the hardware". `threads`:
+    the torch threads the run computes with on a CPU (default: this process's, as `mypt fit` trains)."""
     automatic = tuple(
         name for name, value in (("precision", precision), ("compile", compile)) if value is None
     )
@@ -120,16 +135,16 @@ def choose(
             auto_precision = "32-true"
             reason = f"this CPU has no native bf16 matmul ({' or '.join(CPU_BF16_MIN_MATMUL)}); bf16 would be emulated"
         else:
-            least = CPU_BF16_MIN_MATMUL[flag]
+            threads = torch.get_num_threads() if threads is None else threads
+            least = cpu_bf16_min_matmul(flag, threads)
             size = f"batch x block_size x n_embd^2 = {matmul / 1e6:.1f} M"
+            on = f"a CPU with {flag} on {threads} thread{'s' if threads != 1 else ''}"
             if matmul < least:
                 auto_precision = "32-true"
-                reason = f"bf16 does not pay for matmuls this small on a CPU with {flag} ({size} < {least / 1e6:.1f} M)"
+                reason = f"bf16 does not pay for matmuls this small on {on} ({size} < {least / 1e6:.1f} M)"
             else:
                 auto_precision = "bf16-mixed"
-                reason = (
-                    f"this CPU has {flag} and the matmuls are large enough ({size} >= {least / 1e6:.1f} M)"
-                )
+                reason = f"bf16 pays on {on}: the matmuls are large enough ({size} >= {least / 1e6:.1f} M)"
         compile_reason = "eager (on a CPU compiling takes 20-40 s for a few percent a step)"
     else:
         auto_precision, reason = "32-true", f"no automatic choice on {device}: float32"
@@ -144,6 +159,15 @@ def choose(
         reason="; ".join(reasons),
         given=given,
     )
+
+
+def cpu_bf16_min_matmul(flag: str, threads: int) -> int:
+    """The batch x block_size x n_embd^2 from which bf16-mixed pays with these instructions and this
+    many threads: the crossover of the most threads measured up to `threads` (below every measured
+    count, that of the fewest)."""
+    table = CPU_BF16_MIN_MATMUL[flag]
+    measured = [n for n in table if n <= threads]
+    return table[max(measured) if measured else min(table)]
 
 
 def auto_compile(device: str) -> bool:
