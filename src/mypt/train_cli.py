@@ -563,6 +563,8 @@ def _sample_on_at_most(n_prompts: int, devices: Any, num_nodes: int | None, kwar
     if count <= n_prompts or (num_nodes or 1) > 1:  # -1 (every device), or several machines: not ours
         return
     kwargs["devices"] = devices[:n_prompts] if isinstance(devices, list) else n_prompts
+    if n_prompts == 1:  # one process needs no process group: DDP on one would open one in this process,
+        kwargs["strategy"] = "auto"  # and its MASTER_PORT would be inherited by every later child
     if rank_zero_only.rank == 0:
         print(
             f"mypt: {n_prompts} prompt{'s' if n_prompts > 1 else ''}: sampling on {n_prompts} "
