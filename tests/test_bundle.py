@@ -49,8 +49,23 @@ def test_config_keys_come_from_gptconfig_in_the_design_notes_order():
     from mypt.config import ARCHITECTURE_KEYS
 
     assert bundle.CONFIG_KEYS == (
-        "batch_size", "block_size", "vocab_size", "n_embd", "n_head", "n_layer", "dropout", "bias", "device",
-        "pos_emb", "rope_base", "norm", "qk_norm", "mlp", "mlp_hidden", "tie_embeddings", "logit_softcap",
+        "batch_size",
+        "block_size",
+        "vocab_size",
+        "n_embd",
+        "n_head",
+        "n_layer",
+        "dropout",
+        "bias",
+        "device",
+        "pos_emb",
+        "rope_base",
+        "norm",
+        "qk_norm",
+        "mlp",
+        "mlp_hidden",
+        "tie_embeddings",
+        "logit_softcap",
         "zero_init_proj",
     )  # fmt: skip  (the design note's keys first, then the architecture options added since)
     assert set(ARCHITECTURE_KEYS) == set(GPTConfig().to_dict())

@@ -124,7 +124,11 @@ def test_a_fine_tune_keeps_its_parents_batch_size_and_hugging_face_origin(mypt, 
     for parent, name in (("checkpoints/conv", "a"), ("checkpoints/conv/best", "b")):
         r = mypt("fit", *run, "--model.init_from", parent, "--model_name", name)
         assert r.code == 0, r
-        assert _state(name)["init_from"] == {"path": str(Path(parent)), "step": 0, "imported_from": "hf-folder"}
+        assert _state(name)["init_from"] == {
+            "path": str(Path(parent)),
+            "step": 0,
+            "imported_from": "hf-folder",
+        }
         assert bundle.load_config(Path(f"checkpoints/{name}"))["batch_size"] == 6
     rows = {row["name"]: row for row in json.loads(mypt("list", "--json").out)}
     assert rows["b"]["parent"] == f"{Path('checkpoints/conv/best')}@0 (hf:hf-folder)"

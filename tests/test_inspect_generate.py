@@ -171,7 +171,10 @@ def test_the_readme_hf_steps_then_inspect_generate_validate_the_converted_bundle
     assert r.code == 0, r
     assert "Lineage: converted from the Hugging Face model dante-hf/" in r.out, r.out
     r = mypt("inspect", "again")
-    assert "Lineage: fine-tuned from checkpoints/dante-hf at step 0 (originally the Hugging Face model dante-hf/)" in r.out
+    assert (
+        "Lineage: fine-tuned from checkpoints/dante-hf at step 0 (originally the Hugging Face model dante-hf/)"
+        in r.out
+    )
     r = mypt("generate", "dante-hf", "--max_new_tokens", "5", "--seed", "0")
     assert r.code == 0 and len(r.out) > 5, r
     # evaluation needs the weights alone: the converted bundle has no optimizer.pt

@@ -583,7 +583,9 @@ def plan_budget(cfg, args: list[str], size: str | None, started: float, saved: d
 
     def precision_for(n_embd: int, tokens_per_step: int) -> str:
         given = cfg.trainer.get("precision")
-        return precision.choose(device, given, False, n_embd=n_embd, tokens_per_step=tokens_per_step).precision
+        return precision.choose(
+            device, given, False, n_embd=n_embd, tokens_per_step=tokens_per_step
+        ).precision
 
     fine_tuning = bool(cfg.model.init_from)
     return budget.plan_fit(cfg, args, started, saved, fine_tuning, size, build, precision_for, device)
