@@ -47,6 +47,7 @@ def _run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 
 
 @needs_corpora
+@pytest.mark.stress  # 74 s of the quick suite; make bench runs the same sections
 def test_quick_benchmark_prints_the_table_and_writes_json(tmp_path: Path) -> None:
     out = tmp_path / "results.json"
     proc = _run("--quick", "--out", str(out), cwd=tmp_path)
@@ -78,6 +79,7 @@ def test_quick_benchmark_prints_the_table_and_writes_json(tmp_path: Path) -> Non
 
 
 @needs_corpora
+@pytest.mark.stress  # starts the benchmark harness in a process of its own
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the skip path is for machines without a GPU")
 def test_gpu_mode_skips_clearly_without_a_gpu(tmp_path: Path) -> None:
     out = tmp_path / "latest.json"

@@ -346,6 +346,7 @@ CRASH_RUN = [
 ]  # fmt: skip
 
 
+@pytest.mark.stress  # the quick form of tests/test_stress.py's 24 kills, which make stress runs
 def test_sigkill_during_saves_and_steps_leaves_a_consistent_bundle(mypt, text_file, tmp_path):
     """The quick crash test: three kills (two aimed at saves, one of them at the writing of the best
     model), each survivor whole, its best model too; then training goes on."""

@@ -35,6 +35,7 @@ def _line(out: str) -> str:
 
 
 @needs_native_bf16
+@pytest.mark.stress  # two real fits; the rule itself: test_cpu_rule, test_cpu_rule_follows_the_threads_a_run_uses
 def test_both_configs_on_this_cpu(mypt, text_file):
     """The design note's model trains in bf16-mixed; configs/dante_cpu.yaml in float32 on every core
     of this 2-core machine (in bf16-mixed only on one thread with AVX512-BF16; never with AMX, whose tiles
