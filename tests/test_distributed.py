@@ -256,6 +256,7 @@ def test_disk_full_on_rank_zero_stops_every_rank_with_one_reason(text_file, tmp_
     assert assert_consistent_bundle(tmp_path / "checkpoints" / "full") == 10
 
 
+@pytest.mark.stress  # also done by test_a_stopped_ddp_run_resumes_bit_for_bit_on_every_rank's SIGTERM to rank zero
 def test_sigterm_to_rank_zero_alone_stops_every_rank_at_one_step(text_file, tmp_path):
     """A signal may reach one process only; the ranks agree to stop, rank zero saves, none hangs."""
     path = tmp_path / "checkpoints" / "ddpsig"
@@ -275,6 +276,7 @@ def test_sigterm_to_rank_zero_alone_stops_every_rank_at_one_step(text_file, tmp_
     assert assert_consistent_bundle(path) == step
 
 
+@pytest.mark.stress  # 28 s: four runs of two processes (make stress); the refusals stay in the quick suite
 def test_fsdp_bundle_is_whole_matches_ddp_and_resumes_either_way(mypt, text_file, tmp_path):
     """FSDP shards the weights and the optimizer state over the ranks, yet its bundle holds the whole
     model and an optimizer.pt in a single process's layout. From the same bundle and the same batches,
@@ -398,6 +400,7 @@ def torchrun_two_nodes(*args: str, cwds: tuple[Path, Path], timeout: float = 240
     return [(proc.returncode, log.read_text()) for proc, log in zip(procs, logs, strict=True)]
 
 
+@pytest.mark.stress  # two torchrun nodes on one machine, 14 s (make stress)
 def test_two_nodes_with_torchrun_train_and_resume_one_bundle(text_file, tmp_path):
     args = [*QUICK, "--data.input_file", text_file, "--model_name", "nodes"]
     for max_steps in (10, 20):  # a new model, then the same command resumes it
@@ -410,6 +413,7 @@ def test_two_nodes_with_torchrun_train_and_resume_one_bundle(text_file, tmp_path
     assert [(h["start_step"], h["end_step"], h["world_size"]) for h in history] == [(0, 10, 2), (10, 20, 2)]
 
 
+@pytest.mark.stress  # two torchrun nodes on one machine, 12 s (make stress)
 def test_a_node_that_does_not_see_the_bundle_stops_every_rank(text_file, tmp_path):
     """Rank 1 runs in a folder without checkpoints/ (a node without the shared filesystem): instead of
     rank 0 resuming while rank 1 starts a new model, and both hanging, every rank stops and says why."""
