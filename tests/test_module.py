@@ -138,3 +138,15 @@ def test_clipping_by_value_also_acts_on_logging_steps(monkeypatch):
     module.configure_gradient_clipping(optimizer, 1e-3, "value")
     assert logged["grad_norm"] == pytest.approx(unclipped, rel=1e-4)
     assert max(float(p.grad.abs().max()) for p in module.parameters()) == pytest.approx(1e-3)
+
+
+def test_the_modules_architecture_defaults_are_gptconfigs():
+    """`--model.*` flags are GPTModule's arguments and config.json is GPTConfig: a new model built from
+    either gets the same architecture (the defaults are written in both places, LightningCLI reads the
+    signature)."""
+    import inspect
+
+    from mypt.config import ARCHITECTURE_KEYS, GPTConfig
+
+    signature = inspect.signature(GPTModule.__init__).parameters
+    assert {k: signature[k].default for k in ARCHITECTURE_KEYS} == GPTConfig().to_dict()
