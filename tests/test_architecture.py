@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import math
 import shutil
 from pathlib import Path
 
@@ -17,7 +18,15 @@ from conftest import TINY
 
 from mypt import bundle, load_model
 from mypt.config import ARCHITECTURE_KEYS, NANOGPT, GPTConfig
-from mypt.model import GPT, RMSNorm, _RMSNormFunction, apply_rope, rope_tables
+from mypt.model import (
+    GPT,
+    RMSNorm,
+    _QKNormRotaryFunction,
+    _RMSNormFunction,
+    _SwiGLUFunction,
+    apply_rope,
+    rope_tables,
+)
 
 DATA = Path(__file__).parent / "data"
 SIZES = {"block_size": 16, "vocab_size": 50, "n_layer": 2, "n_head": 2, "n_embd": 32}
@@ -106,7 +115,7 @@ def test_rope_makes_attention_scores_depend_on_the_distance_alone():
     q, k = torch.randn(2, 1, 10, 1, 16, dtype=torch.float64).unbind(0)  # (B, T, nh, hs) each
 
     def scores(shift: int) -> torch.Tensor:
-        c, s = cos[shift : shift + 10], sin[shift : shift + 10]
+        c, s = cos[shift : shift + 10, None], sin[shift : shift + 10, None]  # (T, 1, hs): over the heads
         return apply_rope(q, c, s).transpose(1, 2) @ apply_rope(k, c, s).transpose(1, 2).mT  # (B, nh, T, T)
 
     torch.testing.assert_close(scores(0), scores(5), atol=1e-5, rtol=0)
@@ -114,8 +123,32 @@ def test_rope_makes_attention_scores_depend_on_the_distance_alone():
     # channel i pairs with i + head_dim / 2 (transformers' rotate_half): position 1 rotates (x_0, x_8)
     x = torch.zeros(1, 2, 1, 16)
     x[..., 0] = 1.0
-    rotated = apply_rope(x, cos[:2], sin[:2])[0, 1, 0]
-    assert rotated[0] == pytest.approx(cos[1, 0].item()) and rotated[8] == pytest.approx(sin[1, 0].item())
+    rotated = apply_rope(x, cos[:2, None], sin[:2, None])[0, 1, 0]
+    angle = 1.0  # position 1 times the first pair's frequency, 1 / rope_base^0
+    assert rotated[0] == pytest.approx(math.cos(angle)) and rotated[8] == pytest.approx(math.sin(angle))
+    assert rotated.count_nonzero() == 2
+
+
+def test_the_written_out_backwards_are_the_gradients():
+    """RoPE's, QK-norm-with-RoPE's and SwiGLU's backward passes, written out for speed, against autograd's
+    numerical ones, and their forward passes against the formulas written plainly."""
+    x = torch.randn(2, 3, 2, 2, 8, dtype=torch.float64, requires_grad=True)  # (B, T, q|k, nh, hs)
+    angles = torch.rand(3, 1, 1, 4, dtype=torch.float64) * 6
+    cos, sin = torch.cat((angles.cos(),) * 2, -1), torch.cat((-angles.sin(), angles.sin()), -1)
+    assert torch.autograd.gradcheck(lambda a: apply_rope(a, cos, sin), (x,))
+    x1, x2 = x.chunk(2, dim=-1)
+    c, s = angles.cos(), angles.sin()
+    torch.testing.assert_close(apply_rope(x, cos, sin), torch.cat((x1 * c - x2 * s, x2 * c + x1 * s), -1))
+    # QK-norm then RoPE in one: the tables as GPT.rope_at lays them out (T, 2, nh, hs)
+    weight = torch.randn(2, 1, 8, dtype=torch.float64, requires_grad=True)
+    cos, sin = cos.expand(3, 2, 2, 8).contiguous(), sin.expand(3, 2, 2, 8).contiguous()
+    fused = lambda a, w: _QKNormRotaryFunction.apply(a, w, cos, sin, 1e-6)  # noqa: E731
+    assert torch.autograd.gradcheck(fused, (x, weight))
+    torch.testing.assert_close(fused(x, weight), apply_rope(F.rms_norm(x, (8,), eps=1e-6) * weight, cos, sin))
+    h = torch.randn(2, 3, 2 * 8, dtype=torch.float64, requires_grad=True)  # [gate | up]
+    assert torch.autograd.gradcheck(_SwiGLUFunction.apply, (h,))
+    gate, up = h.chunk(2, dim=-1)
+    torch.testing.assert_close(_SwiGLUFunction.apply(h), F.silu(gate) * up)
 
 
 def test_rms_norm_computes_what_torch_computes_forward_and_backward():
