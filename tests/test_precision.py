@@ -4,11 +4,14 @@ re-made on resume; peak FLOP/s from Lightning, checked against the GPU's model n
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 from conftest import TINY
+from lightning.pytorch.accelerators import CUDAAccelerator
 
 from mypt import precision
 
@@ -211,3 +214,45 @@ def test_compile_runs_on_a_cpu(mypt, text_file):
     assert "compile on (as given)" in _line(r.out)
     assert _choice("c")["compile"] is True and _choice("c")["automatic"] == ["precision"]
     assert json.loads(Path("checkpoints/c/training_state.json").read_text())["step"] == 3
+
+
+# a step's worth of freed and re-made blocks of 0.4-5.2 MB: fresh pages from the kernel under glibc's
+# defaults (tens of thousands of page faults), none once freed memory is kept
+_ALLOCATE_AND_FREE = """
+import resource, sys, torch
+from lightning.pytorch.accelerators import CUDAAccelerator
+
+from mypt import precision
+def faults():
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for i in range(50):
+        blocks = [torch.ones(100_000 * (1 + (i * 7 + j) % 13)) for j in range(8)]
+        del blocks
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+faults()
+default = faults()
+assert precision.keep_freed_memory()
+faults()
+print(default, faults())
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc")
+def test_freed_memory_is_kept_for_the_next_step():
+    out = subprocess.run(
+        [sys.executable, "-c", _ALLOCATE_AND_FREE], capture_output=True, text=True, check=True
+    )
+    default, kept = map(int, out.stdout.split())
+    assert default > 5_000 and kept < default / 50, (default, kept)
+
+
+def test_a_cpu_run_keeps_freed_memory(mypt, text_file, monkeypatch):
+    assert not precision.keep_freed_memory(CUDAAccelerator())  # a GPU run's tensors are not malloc's
+    called = []
+    monkeypatch.setattr(
+        precision, "keep_freed_memory", lambda accelerator: called.append(accelerator) or True
+    )
+    r = mypt("fit", *TINY, "--data.input_file", text_file, "--model_name", "k", "--trainer.max_steps", "1",
+             "--trainer.limit_val_batches", "0")  # fmt: skip
+    assert r.code == 0, r
+    assert [type(a).__name__ for a in called] == ["CPUAccelerator"]

@@ -456,6 +456,7 @@ class MyptCLI(LightningCLI):
         if self.subcommand == "fit":
             optim.check_strategy(trainer.strategy, self.model.hparams.optimizer)
         precision.use_tensor_cores(trainer.accelerator)
+        precision.keep_freed_memory(trainer.accelerator)
         return trainer
 
     def _set_aside_the_old_model(self, model_name: str, checkpoint_dir: str) -> None:
