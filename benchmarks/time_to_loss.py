@@ -3,6 +3,7 @@
     python benchmarks/time_to_loss.py              # every run (about 10 CPU minutes on one thread)
     python benchmarks/time_to_loss.py --part PART  # one share: target, ablation1, ablation2 or sweep
     python benchmarks/time_to_loss.py --quick      # nanoGPT for 1,000 steps, no ablation (about 2.5 minutes)
+    python benchmarks/time_to_loss.py --part cost  # step costs alone, each architecture option off in turn
 
 Tiny Shakespeare, characters (data/ or ../shared/data; tests/data's excerpt when neither has it), the
 shape of nanoGPT's CPU recipe: 4 layers x 4 heads x 128 wide, context 64, batch 12. Every run is the
@@ -56,6 +57,7 @@ SHAPE = {"n_layer": 4, "n_head": 4, "n_embd": 128, "block_size": 64}
 BATCH = 12
 SEED = 1337
 TURN = 10  # steps a run takes before the next one's turn
+KEPT = False  # whether freed memory is kept for the next step (main sets it as `mypt fit` does)
 # the equal-time budget, as a fraction of nanoGPT's time; and the budgets of mypt's default around it
 # from which the time to nanoGPT's loss is interpolated
 EQUAL_TIME = 0.2
@@ -232,7 +234,45 @@ def find_shakespeare() -> Path:
     return REPO / "tests" / "data" / "inferno_excerpt.txt"  # a smaller stand-in: the harness still runs
 
 
+def step_costs(arms_: list[Arm], data: tuple, vocab: int, turns: int, amp_of) -> dict[str, float]:
+    """Each arm's median step (CPU seconds), measured in turns of 4 steps; the first turn warms up."""
+    kinds = {a.cost_key(): a for a in arms_}
+    probes = {k: Run(a, data, vocab, 10**6, amp_of(a)) for k, a in kinds.items()}
+    for _ in range(turns):
+        for probe in probes.values():
+            for _ in range(4):
+                probe.step()
+    return {k: statistics.median(p.step_cpu[4:]) for k, p in probes.items()} | {
+        f"startup {k}": p.startup for k, p in probes.items()
+    }
+
+
+def measure_costs(turns: int = 16) -> dict:
+    """The architecture's share of a step: nanoGPT's block against mypt's default block, both with
+    AdamW in float32, and the default with each architecture option switched to nanoGPT's in turn."""
+    train_tokens, val_tokens, vocab = split_tokens(str(find_shakespeare()), "char")
+    adamw = {"optimizer": "adamw"}
+    options = {
+        "positions learned": {"pos_emb": "learned"}, "LayerNorm": {"norm": "layernorm"},
+        "no QK-norm": {"qk_norm": False}, "GELU MLP": {"mlp": "gelu"}, "tied head": {"tie_embeddings": True},
+    }  # fmt: skip
+    the_arms = [nanogpt("nanoGPT"), Arm("modern block", recipe=adamw, amp=None)] + [
+        Arm(f"modern block, {name}", arch=arch, recipe=adamw, amp=None) for name, arch in options.items()
+    ]
+    cost = step_costs(the_arms, (train_tokens, val_tokens), vocab, turns, lambda arm: arm.amp)
+    nano = cost[the_arms[0].cost_key()]
+    return {
+        "part": "cost",
+        "threads": torch.get_num_threads(),
+        "freed_memory_kept": KEPT,
+        "step_ms": {a.name: 1e3 * cost[a.cost_key()] for a in the_arms},
+        "ratio_vs_nanogpt": {a.name: cost[a.cost_key()] / nano for a in the_arms},
+    }
+
+
 def measure(part: str) -> dict:
+    if part == "cost":
+        return measure_costs()
     text = find_shakespeare()
     train_tokens, val_tokens, vocab = split_tokens(str(text), "char")
     data = (train_tokens, val_tokens)
@@ -250,14 +290,8 @@ def measure(part: str) -> dict:
     modern_fp32 = Arm("modern block, AdamW, float32", recipe={"optimizer": "adamw"}, amp=None)
     adamw_default = Arm("AdamW, mypt default otherwise", recipe={"optimizer": "adamw"})
     kinds = {a.cost_key(): a for a in [*the_arms, nanogpt("nanoGPT"), modern_fp32, adamw_default]}
-    probes = {k: Run(a, data, vocab, 10**6, amp_of(a)) for k, a in kinds.items()}
-    for _ in range(2 if part == "smoke" else 4):
-        for probe in probes.values():
-            for _ in range(4):
-                probe.step()
-    cost = {k: statistics.median(p.step_cpu[4:]) for k, p in probes.items()}  # the first turn warms up
-    startup = {k: p.startup for k, p in probes.items()}
-    del probes
+    cost = step_costs(list(kinds.values()), data, vocab, 2 if part == "smoke" else 4, amp_of)
+    startup = {k: cost[f"startup {k}"] for k in kinds}
     nano_key = nanogpt("nanoGPT").cost_key()
     nanogpt_time = startup[nano_key] + nanogpt_steps * cost[nano_key]
     equal_time = {"quick": 0.25}.get(part, EQUAL_TIME) * nanogpt_time
@@ -328,6 +362,15 @@ def measure(part: str) -> dict:
 
 
 def print_report(out: dict) -> None:
+    if out["part"] == "cost":
+        kept = "kept (as mypt fit does)" if out["freed_memory_kept"] else "glibc's default"
+        print(
+            f"step costs at 4 x 128, context 64, batch 12, AdamW, float32, {out['threads']} thread; freed memory {kept}"
+        )
+        for name, ms in out["step_ms"].items():
+            print(f"  {name:40s} {ms:7.2f} ms  {out['ratio_vs_nanogpt'][name]:5.3f} x nanoGPT's")
+        print("  (target for the modern block: <= 1.15 x)")
+        return
     print(
         f"time to loss ({out['part']}) on {out['text']}, {out['threads']} thread, CPU seconds of the thread"
     )
@@ -367,14 +410,21 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--part",
-        choices=("all", "target", "ablation1", "ablation2", "sweep"),
+        choices=("all", "target", "ablation1", "ablation2", "sweep", "cost"),
         default="all",
         help="one share of the runs, for several processes: target (nanoGPT's loss and the time to it), "
-        "ablation1, ablation2 (an option off each), sweep (LRs, schedule)",
+        "ablation1, ablation2 (an option off each), sweep (LRs, schedule), cost (step costs alone)",
+    )
+    parser.add_argument(
+        "--malloc_default",
+        action="store_true",
+        help="leave glibc's malloc as it is (mypt fit keeps freed memory for the next step on a CPU)",
     )
     parser.add_argument("--json", type=Path, help="write the figures here too")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
+    global KEPT
+    KEPT = False if args.malloc_default else precision.keep_freed_memory()  # as `mypt fit` on a CPU
     out = measure("quick" if args.quick else args.part)
     print_report(out)
     if args.json:
