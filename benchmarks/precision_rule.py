@@ -23,6 +23,7 @@ mypt float32 figure over to the bf16 run.
 from __future__ import annotations
 
 import argparse
+import inspect
 import os
 import statistics
 import sys
@@ -32,6 +33,7 @@ from pathlib import Path
 import torch
 
 from mypt.model import GPT, GPTConfig
+from mypt.module import GPTModule
 from mypt.optim import adamw_kwargs, muon_parameter_names, setup_optimizer
 from mypt.precision import cpu_bf16_flag
 
@@ -55,9 +57,11 @@ def build(n_layer: int, n_embd: int, block_size: int, batch: int, optimizer: str
     config = GPTConfig(block_size=block_size, vocab_size=80, n_layer=n_layer, n_head=4, n_embd=n_embd)
     model = GPT(config)
     decayed = {name for name, p in model.named_parameters() if p.dim() >= 2}
+    d = {k: p.default for k, p in inspect.signature(GPTModule.__init__).parameters.items()}
     opt = setup_optimizer(
-        model.named_parameters(), optimizer=optimizer, learning_rate=4e-3, muon_lr_ratio=5.0, momentum=0.95,
-        weight_decay=0.1, betas=(0.9, 0.99), decayed=decayed, muon_names=muon_parameter_names(model),
+        model.named_parameters(), optimizer=optimizer, learning_rate=d["learning_rate"],
+        muon_lr_ratio=d["muon_lr_ratio"], momentum=d["muon_momentum"], weight_decay=d["weight_decay"],
+        betas=(d["beta1"], d["beta2"]), decayed=decayed, muon_names=muon_parameter_names(model),
         adamw=adamw_kwargs("auto", torch.device("cpu"), False),
     )  # fmt: skip
     x, y = torch.randint(0, 80, (batch, block_size)), torch.randint(0, 80, (batch, block_size))
