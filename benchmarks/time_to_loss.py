@@ -55,6 +55,8 @@ from mypt.schedule import lr_at, new_schedule
 
 SHAPE = {"n_layer": 4, "n_head": 4, "n_embd": 128, "block_size": 64}
 BATCH = 12
+# the design note's model (configs/dante.yaml's shape), for `--part cost --shape design_note`; batch 12
+DESIGN_NOTE = {"n_layer": 6, "n_head": 6, "n_embd": 384, "block_size": 256}
 SEED = 1337
 TURN = 10  # steps a run takes before the next one's turn
 KEPT = False  # whether freed memory is kept for the next step (main sets it as `mypt fit` does)
@@ -247,9 +249,10 @@ def step_costs(arms_: list[Arm], data: tuple, vocab: int, turns: int, amp_of) ->
     }
 
 
-def measure_costs(turns: int = 16) -> dict:
+def measure_costs(turns: int = 16, options_too: bool = True) -> dict:
     """The architecture's share of a step: nanoGPT's block against mypt's default block, both with
-    AdamW in float32, and the default with each architecture option switched to nanoGPT's in turn."""
+    AdamW in float32, and (options_too) the default with each architecture option switched to
+    nanoGPT's in turn."""
     train_tokens, val_tokens, vocab = split_tokens(str(find_shakespeare()), "char")
     adamw = {"optimizer": "adamw"}
     options = {
@@ -257,12 +260,15 @@ def measure_costs(turns: int = 16) -> dict:
         "no QK-norm": {"qk_norm": False}, "GELU MLP": {"mlp": "gelu"}, "tied head": {"tie_embeddings": True},
     }  # fmt: skip
     the_arms = [nanogpt("nanoGPT"), Arm("modern block", recipe=adamw, amp=None)] + [
-        Arm(f"modern block, {name}", arch=arch, recipe=adamw, amp=None) for name, arch in options.items()
+        Arm(f"modern block, {name}", arch=arch, recipe=adamw, amp=None)
+        for name, arch in options.items()
+        if options_too
     ]
     cost = step_costs(the_arms, (train_tokens, val_tokens), vocab, turns, lambda arm: arm.amp)
     nano = cost[the_arms[0].cost_key()]
     return {
         "part": "cost",
+        "shape": dict(SHAPE),
         "threads": torch.get_num_threads(),
         "freed_memory_kept": KEPT,
         "step_ms": {a.name: 1e3 * cost[a.cost_key()] for a in the_arms},
@@ -271,8 +277,8 @@ def measure_costs(turns: int = 16) -> dict:
 
 
 def measure(part: str) -> dict:
-    if part == "cost":
-        return measure_costs()
+    if part == "cost":  # the design note's shape: 4-5 s a step on one thread, so the two blocks alone
+        return measure_costs() if SHAPE["n_embd"] == 128 else measure_costs(turns=6, options_too=False)
     text = find_shakespeare()
     train_tokens, val_tokens, vocab = split_tokens(str(text), "char")
     data = (train_tokens, val_tokens)
@@ -365,7 +371,8 @@ def print_report(out: dict) -> None:
     if out["part"] == "cost":
         kept = "kept (as mypt fit does)" if out["freed_memory_kept"] else "glibc's default"
         print(
-            f"step costs at 4 x 128, context 64, batch 12, AdamW, float32, {out['threads']} thread; freed memory {kept}"
+            f"step costs at {out['shape']['n_layer']} x {out['shape']['n_embd']}, context {out['shape']['block_size']}, "
+            f"batch {BATCH}, AdamW, float32, {out['threads']} thread; freed memory {kept}"
         )
         for name, ms in out["step_ms"].items():
             print(f"  {name:40s} {ms:7.2f} ms  {out['ratio_vs_nanogpt'][name]:5.3f} x nanoGPT's")
@@ -416,6 +423,12 @@ def main(argv: list[str] | None = None) -> int:
         "ablation1, ablation2 (an option off each), sweep (LRs, schedule), cost (step costs alone)",
     )
     parser.add_argument(
+        "--shape",
+        choices=("cpu", "design_note"),
+        default="cpu",
+        help="with --part cost: nanoGPT's CPU shape (4 x 128, context 64) or the design note's (6 x 384, context 256)",
+    )
+    parser.add_argument(
         "--malloc_default",
         action="store_true",
         help="leave glibc's malloc as it is (mypt fit keeps freed memory for the next step on a CPU)",
@@ -423,6 +436,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="write the figures here too")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
+    if args.shape == "design_note":
+        SHAPE.update(DESIGN_NOTE)
     global KEPT
     KEPT = False if args.malloc_default else precision.keep_freed_memory()  # as `mypt fit` on a CPU
     out = measure("quick" if args.quick else args.part)
