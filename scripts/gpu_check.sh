@@ -5,12 +5,13 @@
 #   PY=python3 OUT=gpu_figures scripts/gpu_check.sh  # an interpreter that has mypt's dependencies
 #
 # Needs data/divina_commedia.txt and data/tinyshakespeare.txt (`make data`) and, for bench-gpu, GPT-2's
-# BPE files (the gpt2 tokenizer). In order: the quick suite, 300 steps of configs/dante.yaml, make
-# bench-gpu, that GPU bundle resumed on the CPU and back, generation tokens/s with the slices in
-# model.py against the list indexing they replaced, 16-mixed with clipping (grad_norm after unscaling)
+# BPE files (the gpt2 tokenizer). In order: the quick suite, 300 steps of configs/dante.yaml, the time
+# to nanoGPT's loss (its recipe for 2,000 steps, the default in a third of that time), make bench-gpu,
+# that GPU bundle resumed on the CPU and back, generation tokens/s with the slices in model.py against
+# the list indexing they replaced, 16-mixed with clipping (grad_norm after unscaling)
 # beside bf16-mixed, and with two GPUs or more FSDP's peak memory with and without the per-Block
 # wrap policy. $OUT gets four files: summary.txt (every figure), bench_gpu.json, inspect.json and
-# logs.tar.gz (each step's output). Expected about 8 minutes on an H100 (not yet measured); the
+# logs.tar.gz (each step's output). Expected about 10 minutes on an H100 (not yet measured); the
 # quick suite and bench-gpu are cut at 4 minutes each.
 set -uo pipefail
 OUT=${OUT:-gpu_check_out}
@@ -27,7 +28,7 @@ mkdir -p "$LOGS"
 note() { echo "$*" | tee -a "$SUMMARY"; }
 step() { note ""; note "== $1 ($(date +%H:%M:%S))"; }
 quiet=(--trainer.enable_progress_bar false)
-MODELS=(gpucheck p16-mixed pbf16-mixed fsdp_block fsdp_one)  # this script's own bundles, made afresh
+MODELS=(gpucheck ttl_nanogpt ttl_default p16-mixed pbf16-mixed fsdp_block fsdp_one)  # this script's own bundles, made afresh
 for name in "${MODELS[@]}"; do rm -rf "checkpoints/$name" "logs/$name"; done
 
 step "machine"
@@ -50,6 +51,37 @@ rc=$?
 note "fit: exit $rc, $(($(date +%s) - start)) s (tokens/s and MFU below, from its TensorBoard log)"
 if grep -q "set_float32_matmul_precision" "$LOGS/fit.log"; then note "TF32: Lightning's tensor-core hint printed (TF32 NOT set)"
 else note "TF32: set (no tensor-core hint)"; fi
+
+step "time to loss: nanoGPT's recipe for 2,000 steps, then mypt's default in a third of its time (dante.yaml)"
+# the GPU form of benchmarks/time_to_loss.py: the same config, nanoGPT's flags (configs/nanogpt_cpu.yaml's)
+# against the defaults, each run's whole wall time counted (start-up and compiling included)
+nanogpt=(--model.pos_emb learned --model.norm layernorm --model.qk_norm false --model.mlp gelu
+         --model.tie_embeddings true --model.zero_init_proj false --model.optimizer adamw
+         --model.lr_schedule cosine --model.learning_rate 1e-3)
+ttl=(--config configs/dante.yaml --trainer.val_check_interval 250 --dashboard.max_new_tokens 0 "${quiet[@]}")
+start=$(date +%s)
+timeout 300 "$PY" -m mypt fit "${ttl[@]}" "${nanogpt[@]}" --model_name ttl_nanogpt --trainer.max_steps 2000 \
+    >"$LOGS/ttl_nanogpt.log" 2>&1
+note "nanoGPT's recipe: exit $?, $(($(date +%s) - start)) s"
+nanogpt_s=$(($(date +%s) - start))
+for part in 3 2; do  # a third of its time; half where a third is under mypt's start-up and compiling
+    budget=$((nanogpt_s / part))
+    start=$(date +%s)
+    timeout 300 "$PY" -m mypt fit "${ttl[@]}" --model_name ttl_default \
+        --trainer.max_time "$(printf '00:%02d:%02d:%02d' $((budget / 3600)) $((budget % 3600 / 60)) $((budget % 60)))" \
+        >"$LOGS/ttl_default.log" 2>&1
+    rc=$?
+    note "mypt's default, a budget of ${budget} s (1/$part of nanoGPT's): exit $rc, $(($(date +%s) - start)) s"
+    [ $rc -eq 0 ] && break
+done
+"$PY" - <<'PY' | tee -a "$SUMMARY"
+import json
+runs = {name: json.load(open(f"checkpoints/{name}/training_state.json")) for name in ("ttl_nanogpt", "ttl_default")}
+for name, state in runs.items():
+    print(f"{name}: {state['step']} steps, val loss {state['val_loss']:.4f}, {state['val_bpb']:.4f} bits per byte")
+gap = runs["ttl_nanogpt"]["val_loss"] - runs["ttl_default"]["val_loss"]
+print(f"default in the budget above: {gap:+.4f} below nanoGPT's recipe ({'reached' if gap >= 0 else 'NOT reached'})")
+PY
 
 step "make bench-gpu"
 timeout 240 "${MAKE[@]}" bench-gpu >"$LOGS/bench_gpu.log" 2>&1
