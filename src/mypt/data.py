@@ -314,6 +314,8 @@ class TextDataModule(pl.LightningDataModule):
         """Download the text when it is missing and a URL is configured: to one file only. A glob,
         a folder or a list is never a download's target (a glob that matches nothing is the
         resolver's error naming the pattern, not a file named `notes/*.md`)."""
+        if self._sampling_only():
+            return
         if self.input_file is None or self.input_file == []:
             raise MyptError(f"no input text: set {flag('input_file')} (or give a config that does)")
         if not isinstance(self.input_file, str) or not self.url:
@@ -506,10 +508,20 @@ class TextDataModule(pl.LightningDataModule):
 
     @property
     def tokenizer(self) -> Tokenizer:
+        if self._inputs is None and self._sampling_only():
+            return self._saved_tokenizer()
         return self._load().tokenizer
+
+    def _sampling_only(self) -> bool:
+        """`mypt predict` of a trained model: its prompts and saved tokenizer are all it reads, so a
+        folder of weights alone (best/, an import) needs no --data.input_file, and no text is read."""
+        trainer = self.trainer
+        return self.tokenizer_file is not None and trainer is not None and trainer.predicting
 
     @property
     def vocab_size(self) -> int:
+        if self._inputs is None and self.tokenizer_file is not None:  # a trained model's, read before
+            return self._saved_tokenizer().vocab_size  # the trainer exists: no text needed for it
         return self.tokenizer.vocab_size
 
     @property
@@ -545,6 +557,8 @@ class TextDataModule(pl.LightningDataModule):
     # -- Lightning hooks --------------------------------------------------------------------
 
     def setup(self, stage: str) -> None:
+        if self._sampling_only():
+            return
         inputs = self._load()
         self.train_tokens, self.val_tokens = inputs.train, inputs.val
 
