@@ -236,17 +236,19 @@ def find_shakespeare() -> Path:
     return REPO / "tests" / "data" / "inferno_excerpt.txt"  # a smaller stand-in: the harness still runs
 
 
-def step_costs(arms_: list[Arm], data: tuple, vocab: int, turns: int, amp_of) -> dict[str, float]:
-    """Each arm's median step (CPU seconds), measured in turns of 4 steps; the first turn warms up."""
+def step_costs(
+    arms_: list[Arm], data: tuple, vocab: int, turns: int, amp_of
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Each arm's median step and its start-up (CPU seconds), by cost_key; the steps measured in turns
+    of 4, the first turn a warm-up."""
     kinds = {a.cost_key(): a for a in arms_}
     probes = {k: Run(a, data, vocab, 10**6, amp_of(a)) for k, a in kinds.items()}
     for _ in range(turns):
         for probe in probes.values():
             for _ in range(4):
                 probe.step()
-    return {k: statistics.median(p.step_cpu[4:]) for k, p in probes.items()} | {
-        f"startup {k}": p.startup for k, p in probes.items()
-    }
+    cost = {k: statistics.median(p.step_cpu[4:]) for k, p in probes.items()}
+    return cost, {k: p.startup for k, p in probes.items()}
 
 
 def measure_costs(turns: int = 16, options_too: bool = True) -> dict:
@@ -264,7 +266,7 @@ def measure_costs(turns: int = 16, options_too: bool = True) -> dict:
         for name, arch in options.items()
         if options_too
     ]
-    cost = step_costs(the_arms, (train_tokens, val_tokens), vocab, turns, lambda arm: arm.amp)
+    cost, _ = step_costs(the_arms, (train_tokens, val_tokens), vocab, turns, lambda arm: arm.amp)
     nano = cost[the_arms[0].cost_key()]
     return {
         "part": "cost",
@@ -296,8 +298,7 @@ def measure(part: str) -> dict:
     modern_fp32 = Arm("modern block, AdamW, float32", recipe={"optimizer": "adamw"}, amp=None)
     adamw_default = Arm("AdamW, mypt default otherwise", recipe={"optimizer": "adamw"})
     kinds = {a.cost_key(): a for a in [*the_arms, nanogpt("nanoGPT"), modern_fp32, adamw_default]}
-    cost = step_costs(list(kinds.values()), data, vocab, 2 if part == "smoke" else 4, amp_of)
-    startup = {k: cost[f"startup {k}"] for k in kinds}
+    cost, startup = step_costs(list(kinds.values()), data, vocab, 2 if part == "smoke" else 4, amp_of)
     nano_key = nanogpt("nanoGPT").cost_key()
     nanogpt_time = startup[nano_key] + nanogpt_steps * cost[nano_key]
     equal_time = {"quick": 0.25}.get(part, EQUAL_TIME) * nanogpt_time

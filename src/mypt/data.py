@@ -12,6 +12,7 @@ The joined streams are views over the memory-mapped arrays, never copies.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -484,6 +485,11 @@ class TextDataModule(pl.LightningDataModule):
         keys and escapes of JSON) would put the BPE's cut far from the token split's."""
         return sum(len(text.encode("utf-8")) for text in iter_texts(file, self.text_field, CHUNK_BYTES))
 
+    @functools.cached_property
+    def _saved(self) -> Tokenizer | None:
+        """The saved tokenizer.json, read once (predict asks for it once a prompt)."""
+        return self._saved_tokenizer()
+
     def _saved_tokenizer(self) -> Tokenizer | None:
         if self.tokenizer_file is None:
             return None
@@ -509,7 +515,7 @@ class TextDataModule(pl.LightningDataModule):
     @property
     def tokenizer(self) -> Tokenizer:
         if self._inputs is None and self._sampling_only():
-            return self._saved_tokenizer()
+            return self._saved
         return self._load().tokenizer
 
     def _sampling_only(self) -> bool:
@@ -521,7 +527,7 @@ class TextDataModule(pl.LightningDataModule):
     @property
     def vocab_size(self) -> int:
         if self._inputs is None and self.tokenizer_file is not None:  # a trained model's, read before
-            return self._saved_tokenizer().vocab_size  # the trainer exists: no text needed for it
+            return self._saved.vocab_size  # the trainer exists: no text needed for it
         return self.tokenizer.vocab_size
 
     @property
