@@ -251,36 +251,64 @@ def step_costs(
     return cost, {k: p.startup for k, p in probes.items()}
 
 
-def measure_costs(turns: int = 16, options_too: bool = True) -> dict:
+def paired_costs(arms_: list[Arm], data: tuple, vocab: int, rounds: int, amp_of) -> dict[str, dict]:
+    """Each arm's median step (CPU seconds) and its cost against the first arm as the median of paired
+    ratios: the arms take one step each in turn, the order rotating every round, and each round's
+    steps are compared with one another, so a slower spell of a shared machine falls on both sides of
+    every ratio (medians of whole runs taken apart moved the modern block's ratio by +-0.03 between
+    runs). The first 4 rounds are a warm-up."""
+    probes = [Run(a, data, vocab, 10**6, amp_of(a)) for a in arms_]
+    for i in range(rounds + 4):
+        order = probes[i % len(probes) :] + probes[: i % len(probes)]
+        for probe in order:
+            probe.step()
+    out = {}
+    for arm, probe in zip(arms_, probes, strict=True):
+        pairs = [s / b for s, b in zip(probe.step_cpu[4:], probes[0].step_cpu[4:], strict=True)]
+        out[arm.name] = {"step_s": statistics.median(probe.step_cpu[4:]), "ratio": statistics.median(pairs)}
+    return out
+
+
+def measure_costs(rounds: int = 150, options_too: bool = True) -> dict:
     """The architecture's share of a step: nanoGPT's block against mypt's default block, both with
-    AdamW in float32, and (options_too) the default with each architecture option switched to
-    nanoGPT's in turn."""
+    AdamW in float32, beside a second nanoGPT (the run's noise floor: 1.000 on a quiet machine); then
+    (options_too) the default with each architecture option switched to nanoGPT's in turn."""
     train_tokens, val_tokens, vocab = split_tokens(str(find_shakespeare()), "char")
+    data = (train_tokens, val_tokens)
     adamw = {"optimizer": "adamw"}
     options = {
         "positions learned": {"pos_emb": "learned"}, "LayerNorm": {"norm": "layernorm"},
         "no QK-norm": {"qk_norm": False}, "GELU MLP": {"mlp": "gelu"}, "tied head": {"tie_embeddings": True},
     }  # fmt: skip
-    the_arms = [nanogpt("nanoGPT"), Arm("modern block", recipe=adamw, amp=None)] + [
-        Arm(f"modern block, {name}", arch=arch, recipe=adamw, amp=None)
-        for name, arch in options.items()
-        if options_too
+    head = [
+        nanogpt("nanoGPT"),
+        Arm("modern block", recipe=adamw, amp=None),
+        nanogpt("nanoGPT again (noise floor)"),
     ]
-    cost, _ = step_costs(the_arms, (train_tokens, val_tokens), vocab, turns, lambda arm: arm.amp)
-    nano = cost[the_arms[0].cost_key()]
+    costs = paired_costs(head, data, vocab, rounds, lambda arm: arm.amp)
+    if options_too:  # one option each: a shorter pairing of its own, against nanoGPT's block again
+        the_arms = [nanogpt("nanoGPT")] + [
+            Arm(f"modern block, {name}", arch=arch, recipe=adamw, amp=None) for name, arch in options.items()
+        ]
+        costs |= {
+            k: v
+            for k, v in paired_costs(the_arms, data, vocab, rounds // 3, lambda a: a.amp).items()
+            if k != "nanoGPT"
+        }
     return {
         "part": "cost",
         "shape": dict(SHAPE),
         "threads": torch.get_num_threads(),
         "freed_memory_kept": KEPT,
-        "step_ms": {a.name: 1e3 * cost[a.cost_key()] for a in the_arms},
-        "ratio_vs_nanogpt": {a.name: cost[a.cost_key()] / nano for a in the_arms},
+        "rounds": rounds,
+        "step_ms": {name: 1e3 * c["step_s"] for name, c in costs.items()},
+        "ratio_vs_nanogpt": {name: c["ratio"] for name, c in costs.items()},
     }
 
 
 def measure(part: str) -> dict:
     if part == "cost":  # the design note's shape: 4-5 s a step on one thread, so the two blocks alone
-        return measure_costs() if SHAPE["n_embd"] == 128 else measure_costs(turns=6, options_too=False)
+        return measure_costs() if SHAPE["n_embd"] == 128 else measure_costs(rounds=12, options_too=False)
     text = find_shakespeare()
     train_tokens, val_tokens, vocab = split_tokens(str(text), "char")
     data = (train_tokens, val_tokens)
@@ -332,8 +360,10 @@ def measure(part: str) -> dict:
         "precision_auto": choice.precision,
         "defaults": {k: v for k, v in defaults().items() if k not in ("init_from", "compile")},
         "equal_time_cpu_s": equal_time,
-        # the architecture alone: both with AdamW in float32
-        "step_cost_ratio_modern_vs_nanogpt_fp32": cost[modern_fp32.cost_key()] / cost[nano_key],
+        # the architecture alone: both with AdamW in float32, in paired steps
+        "step_cost_ratio_modern_vs_nanogpt_fp32": paired_costs(
+            [nanogpt("nanoGPT"), modern_fp32], data, vocab, 4 if part == "smoke" else 40, lambda arm: arm.amp
+        )[modern_fp32.name]["ratio"],
         "step_cost_ratio_muon_vs_adamw": cost[Arm("d").cost_key()] / cost[adamw_default.cost_key()],
         "tokens_per_s": {a.name: tokens / cost[k] for k, a in kinds.items()},
         "runs": results,
@@ -375,6 +405,7 @@ def print_report(out: dict) -> None:
             f"step costs at {out['shape']['n_layer']} x {out['shape']['n_embd']}, context {out['shape']['block_size']}, "
             f"batch {BATCH}, AdamW, float32, {out['threads']} thread; freed memory {kept}"
         )
+        print(f"  (the ratios: medians of {out['rounds']} paired steps; the options', of a third as many)")
         for name, ms in out["step_ms"].items():
             print(f"  {name:40s} {ms:7.2f} ms  {out['ratio_vs_nanogpt'][name]:5.3f} x nanoGPT's")
         print("  (target for the modern block: <= 1.15 x)")

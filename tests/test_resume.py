@@ -109,8 +109,9 @@ def test_architecture_override_is_refused(mypt, text_file, flag, value, key):
     lines = r.err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("mypt: error: "), r
     assert key in lines[0] and value in lines[0].lower()
-    # a fine-tune can change dropout and batch_size; another shape is a new model (test_bundle.py follows both)
-    assert ("init_from" if key in ("dropout", "batch_size") else "a new model") in lines[0]
+    # a fine-tune can change dropout, batch_size and (RoPE, the default: no position table) block_size;
+    # another shape is a new model (test_bundle.py follows both)
+    assert ("init_from" if key in ("dropout", "batch_size", "block_size") else "a new model") in lines[0]
     assert Path("checkpoints/tiny/model.pt").read_bytes() == before
 
 
@@ -133,6 +134,37 @@ def test_fine_tune_records_lineage(mypt, text_file):
     r = mypt("fit", "--model.init_from", "checkpoints/base", "--model_name", "child2", "--data.input_file",
              text_file, "--model.n_embd", "64", "--trainer.max_steps", "10")  # fmt: skip
     assert r.code != 0 and "n_embd" in r.err
+
+
+def test_fine_tune_takes_a_new_context_where_positions_are_rotary(mypt, text_file):
+    """RoPE fixes no weight's shape: a fine-tune trains the parent's weights on longer (or shorter)
+    windows and generates past the parent's context with the cache; a learned position table has a
+    row per position, so there the new context is a new model, refused in one line."""
+    assert _fit(mypt, text_file, "--trainer.max_steps", "4", name="short").code == 0
+    parent = bundle.load_model_state(Path("checkpoints/short"))
+    r = mypt(
+        "fit", "--model.init_from", "checkpoints/short", "--model_name", "long", "--data.input_file", text_file,
+        "--model.block_size", "48", "--trainer.max_steps", "2", "--trainer.limit_val_batches", "1",
+        "--trainer.enable_progress_bar", "false", "--dashboard.max_new_tokens", "0",
+    )  # fmt: skip
+    assert r.code == 0, r
+    config = bundle.load_config(Path("checkpoints/long"))
+    assert config["block_size"] == 48 and config["n_embd"] == 32  # the rest from the parent
+    assert bundle.load_training_state(Path("checkpoints/long"))["init_from"]["path"] == "checkpoints/short"
+    assert set(bundle.load_model_state(Path("checkpoints/long"))) == set(parent)
+    r = mypt("generate", "long", "--max_new_tokens", "40", "--seed", "1")
+    assert r.code == 0 and len(r.out) > 40, r
+
+    r = _fit(mypt, text_file, "--trainer.max_steps", "2", "--model.pos_emb", "learned", name="table")
+    assert r.code == 0, r
+    before = Path("checkpoints/table/model.pt").read_bytes()
+    r = mypt("fit", "--model.init_from", "checkpoints/table", "--model_name", "table_long",
+             "--data.input_file", text_file, "--model.block_size", "48")  # fmt: skip
+    lines = r.err.strip().splitlines()
+    assert r.code == 2 and len(lines) == 1 and lines[0].startswith("mypt: error: "), r
+    assert "block_size=16" in lines[0] and "a new model" in lines[0], lines[0]
+    assert not Path("checkpoints/table_long").exists()
+    assert Path("checkpoints/table/model.pt").read_bytes() == before
 
 
 def test_exact_resume_matches_an_uninterrupted_run(mypt, text_file, monkeypatch):

@@ -15,7 +15,7 @@ from typing import Any
 from lightning.pytorch.cli import LightningArgumentParser
 
 from mypt import budget, bundle, corpus
-from mypt.config import ARCHITECTURE_KEYS, DATA_ARCHITECTURE_KEYS
+from mypt.config import ARCHITECTURE_KEYS, DATA_ARCHITECTURE_KEYS, with_nanogpt_defaults
 from mypt.errors import MyptError
 from mypt.schedule import continue_schedule, lr_at
 
@@ -28,6 +28,15 @@ TRAINING_CONFIG_KEYS = {
 }
 # what a fine-tune (--model.init_from) may change of its parent's config.json: neither shapes the weights
 FINE_TUNABLE = ("dropout", "batch_size")
+
+
+def fine_tunable(saved: dict) -> tuple[str, ...]:
+    """FINE_TUNABLE, and the context length where positions are rotary: RoPE's angles are computed for
+    any length and no weight has its shape (a learned position table has one row per position). So a
+    fine-tune can train a model on longer text, or an imported one, whose context is often 32k or more,
+    on windows a CPU can take."""
+    rotary = with_nanogpt_defaults(saved).get("pos_emb") == "rope"
+    return FINE_TUNABLE + (("block_size",) if rotary else ())
 
 
 def bundle_defaults(subcommand: str, source: Path) -> tuple[dict, dict, dict[str, Any]]:
@@ -98,11 +107,12 @@ def check_architecture(
     requested["batch_size"] = cfg.data.batch_size
     if vocab_size is not None:  # given on the command line, as text
         requested["vocab_size"] = int(vocab_size) if vocab_size.strip().isdigit() else vocab_size
+    tunable = fine_tunable(saved)
     for key, value in requested.items():
         if key in allowed or key not in saved or value == saved[key]:
             continue
         flag = "--data.batch_size" if key == "batch_size" else f"--model.{key}"
-        if key in FINE_TUNABLE:  # met on a resume only: a fine-tune may change it
+        if key in tunable:  # met on a resume only: a fine-tune may change it
             advice = (
                 f"a fine-tune into a new bundle can: `mypt fit --model.init_from {source} --model_name "
                 f"NEW_NAME {flag} {value}` (with the text to train on)"
@@ -110,8 +120,8 @@ def check_architecture(
         else:
             change = "--data.tokenizer KIND" if key == "vocab_size" else f"{flag} {value}"
             advice = (
-                f"a fine-tune keeps its parent's weights, so it can change {' and '.join(FINE_TUNABLE)} "
-                f"only; {key} {value} is a new model: train it from scratch under a new name, "
+                f"a fine-tune keeps its parent's weights, so it can change {', '.join(tunable[:-1])} and "
+                f"{tunable[-1]} only; {key} {value} is a new model: train it from scratch under a new name, "
                 f"`mypt fit --model_name NEW_NAME {change}` (with the text and the other settings)"
             )
         raise MyptError(

@@ -206,8 +206,9 @@ class MyptCLI(LightningCLI):
             self.config = parser.parse_args(args)
             cfg = self.config[subcommand]
             cfg.model.init_from = str(parent)
+            parent_config = bundle.load_config(parent)
             resume.check_architecture(
-                cfg, bundle.load_config(parent), parent, resume.FINE_TUNABLE, self.vocab_size_given
+                cfg, parent_config, parent, resume.fine_tunable(parent_config), self.vocab_size_given
             )
         elif self.vocab_size_given is not None:
             raise MyptError(
