@@ -4,6 +4,7 @@ re-made on resume; peak FLOP/s from Lightning, checked against the GPU's model n
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -176,6 +177,42 @@ def test_cpu_rule_follows_the_threads_a_run_uses(monkeypatch):
         assert (
             f"on {threads} thread" in made.reason and f"{(one, two)[threads - 1] / 1e6:.1f} M" in made.reason
         )
+
+
+def test_cpu_rule_takes_each_ddp_process_share_of_the_cores(monkeypatch, mypt, text_file):
+    """`--trainer.devices 2` on a CPU starts two processes, and Lightning gives each half the cores: the
+    rule is asked for the threads one process computes on, not the launching process's."""
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 8)
+    assert [precision.cpu_threads(d) for d in (1, "1", "auto", None, 2, "2", 3, 16)] == [
+        8,
+        8,
+        8,
+        8,
+        4,
+        4,
+        2,
+        1,
+    ]
+    monkeypatch.setenv("OMP_NUM_THREADS", "8")  # set by the user: Lightning leaves every process 8 threads
+    assert precision.cpu_threads(2) == 8
+    monkeypatch.delenv("OMP_NUM_THREADS")
+
+    asked: list[int | None] = []
+    choose = precision.choose
+
+    def recording(*args, **kwargs):
+        asked.append(kwargs.get("threads"))
+        raise SystemExit(0)  # stop before training: the question asked is the point
+
+    monkeypatch.setattr(precision, "choose", recording)
+    mypt(
+        "fit", *TINY, "--data.input_file", text_file, "--trainer.devices", "2", "--trainer.accelerator", "cpu"
+    )
+    assert asked == [4]
+    monkeypatch.setattr(precision, "choose", choose)
 
 
 @pytest.mark.parametrize(

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import os
 import re
 import sys
 import time
@@ -162,6 +163,21 @@ def choose(
         reason="; ".join(reasons),
         given=given,
     )
+
+
+def cpu_threads(devices: object) -> int:
+    """The torch threads each process of a CPU run computes with, for the rule above: `mypt fit` starts
+    `--trainer.devices` processes on this machine for DDP, and Lightning gives each an equal share of
+    the cores unless OMP_NUM_THREADS is set (lightning.fabric's _suggested_max_num_threads: cores //
+    processes, at least 1); one process computes on torch's count, one thread a core."""
+    try:
+        processes = int(devices)  # type: ignore[call-overload]
+    except (TypeError, ValueError):  # "auto" (one process on a CPU), or a value Lightning refuses itself
+        processes = 1
+    if processes > 1 and "OMP_NUM_THREADS" not in os.environ:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        return max(1, cores // processes)
+    return torch.get_num_threads()
 
 
 def cpu_bf16_min_matmul(flag: str, threads: int) -> int:

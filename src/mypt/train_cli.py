@@ -251,6 +251,7 @@ class MyptCLI(LightningCLI):
             cfg.model.compile,
             n_embd=cfg.model.n_embd,
             tokens_per_step=cfg.data.batch_size * cfg.model.block_size,
+            threads=precision.cpu_threads(cfg.trainer.get("devices")),
         )
         cfg.trainer.precision = self.speed.precision
         cfg.model.compile = self.speed.compile
