@@ -23,6 +23,14 @@ def _fit(mypt, text_file, *extra: str, name: str = "tiny"):
     return mypt("fit", *TINY, "--data.input_file", text_file, "--model_name", name, *extra)
 
 
+def _fine_tune(mypt, text_file, parent: str, name: str, *extra: str):
+    """A fine-tune of checkpoints/PARENT into checkpoints/NAME, quiet, with two validation batches."""
+    return mypt(
+        "fit", "--model.init_from", f"checkpoints/{parent}", "--model_name", name, "--data.input_file", text_file,
+        "--trainer.limit_val_batches", "2", "--trainer.enable_progress_bar", "false", *extra,
+    )  # fmt: skip
+
+
 def test_resume_with_new_max_steps_and_learning_rate(mypt, text_file, monkeypatch):
     r = _fit(mypt, text_file, "--trainer.max_steps", "20", "--model.learning_rate", "3e-4")
     assert r.code == 0, r
@@ -117,11 +125,8 @@ def test_architecture_override_is_refused(mypt, text_file, flag, value, key):
 
 def test_fine_tune_records_lineage(mypt, text_file):
     assert _fit(mypt, text_file, "--trainer.max_steps", "10", name="base").code == 0
-    r = mypt(
-        "fit", "--model.init_from", "checkpoints/base", "--model_name", "child", "--data.input_file", text_file,
-        "--model.dropout", "0.1", "--trainer.max_steps", "10", "--trainer.val_check_interval", "5",
-        "--trainer.limit_val_batches", "2", "--trainer.enable_progress_bar", "false",
-    )  # fmt: skip
+    r = _fine_tune(mypt, text_file, "base", "child", "--model.dropout", "0.1", "--trainer.max_steps", "10",
+                   "--trainer.val_check_interval", "5")  # fmt: skip
     assert r.code == 0, r
     child = _state("child")
     assert child["init_from"] == {"path": "checkpoints/base", "step": 10}
@@ -142,11 +147,8 @@ def test_fine_tune_takes_a_new_context_where_positions_are_rotary(mypt, text_fil
     row per position, so there the new context is a new model, refused in one line."""
     assert _fit(mypt, text_file, "--trainer.max_steps", "4", name="short").code == 0
     parent = bundle.load_model_state(Path("checkpoints/short"))
-    r = mypt(
-        "fit", "--model.init_from", "checkpoints/short", "--model_name", "long", "--data.input_file", text_file,
-        "--model.block_size", "48", "--trainer.max_steps", "2", "--trainer.limit_val_batches", "1",
-        "--trainer.enable_progress_bar", "false", "--dashboard.max_new_tokens", "0",
-    )  # fmt: skip
+    r = _fine_tune(mypt, text_file, "short", "long", "--model.block_size", "48", "--trainer.max_steps", "2",
+                   "--dashboard.max_new_tokens", "0")  # fmt: skip
     assert r.code == 0, r
     config = bundle.load_config(Path("checkpoints/long"))
     assert config["block_size"] == 48 and config["n_embd"] == 32  # the rest from the parent
@@ -158,8 +160,7 @@ def test_fine_tune_takes_a_new_context_where_positions_are_rotary(mypt, text_fil
     r = _fit(mypt, text_file, "--trainer.max_steps", "2", "--model.pos_emb", "learned", name="table")
     assert r.code == 0, r
     before = Path("checkpoints/table/model.pt").read_bytes()
-    r = mypt("fit", "--model.init_from", "checkpoints/table", "--model_name", "table_long",
-             "--data.input_file", text_file, "--model.block_size", "48")  # fmt: skip
+    r = _fine_tune(mypt, text_file, "table", "table_long", "--model.block_size", "48")
     lines = r.err.strip().splitlines()
     assert r.code == 2 and len(lines) == 1 and lines[0].startswith("mypt: error: "), r
     assert "block_size=16" in lines[0] and "a new model" in lines[0], lines[0]
