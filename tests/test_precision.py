@@ -186,22 +186,13 @@ def test_cpu_rule_takes_each_ddp_process_share_of_the_cores(monkeypatch, mypt, t
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
     monkeypatch.setattr(os, "cpu_count", lambda: 8)
     monkeypatch.setattr(torch, "get_num_threads", lambda: 8)
-    assert [precision.cpu_threads(d) for d in (1, "1", "auto", None, 2, "2", 3, 16)] == [
-        8,
-        8,
-        8,
-        8,
-        4,
-        4,
-        2,
-        1,
-    ]
+    threads = [precision.cpu_threads(d) for d in (1, "1", "auto", None, 2, "2", 3, 16)]
+    assert threads == [8, 8, 8, 8, 4, 4, 2, 1]
     monkeypatch.setenv("OMP_NUM_THREADS", "8")  # set by the user: Lightning leaves every process 8 threads
     assert precision.cpu_threads(2) == 8
     monkeypatch.delenv("OMP_NUM_THREADS")
 
     asked: list[int | None] = []
-    choose = precision.choose
 
     def recording(*args, **kwargs):
         asked.append(kwargs.get("threads"))
@@ -212,7 +203,6 @@ def test_cpu_rule_takes_each_ddp_process_share_of_the_cores(monkeypatch, mypt, t
         "fit", *TINY, "--data.input_file", text_file, "--trainer.devices", "2", "--trainer.accelerator", "cpu"
     )
     assert asked == [4]
-    monkeypatch.setattr(precision, "choose", choose)
 
 
 @pytest.mark.parametrize(
